@@ -1,0 +1,4 @@
+"""`import lumin as lm` and `%load_ext lumin`: the facade over lumin_nb's public API."""
+
+from lumin_nb import *  # noqa: F403
+from lumin_nb import __all__, __version__  # noqa: F401

@@ -1,0 +1,1 @@
+"""In-process sources: calls, exceptions, threads and tasks, logs, runtime metrics."""

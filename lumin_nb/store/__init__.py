@@ -1,0 +1,1 @@
+"""The durable event store (placeholder until the store lands)."""
