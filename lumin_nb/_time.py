@@ -63,14 +63,17 @@ def parse_time(value: TimeLike, *, name: str = "since", now_ns: int | None = Non
     m = _OFFSET.match(text)
     if m:
         sign = -1 if m.group(1) == "-" else 1
-        return now + sign * int(float(m.group(2)) * _UNITS_NS[m.group(3)])
+        return now + sign * _scaled(m.group(2), m.group(3))
     m = _CLOCK.match(text)
     if m:
         local_now = datetime.fromtimestamp(now / 1e9).astimezone()
         seconds = float(m.group(3) or 0)
-        dt = local_now.replace(
-            hour=int(m.group(1)), minute=int(m.group(2)), second=int(seconds), microsecond=0
-        ) + timedelta(seconds=seconds - int(seconds))
+        try:
+            dt = local_now.replace(
+                hour=int(m.group(1)), minute=int(m.group(2)), second=int(seconds), microsecond=0
+            ) + timedelta(seconds=seconds - int(seconds))
+        except ValueError:
+            raise _error(name, value) from None
         return _datetime_ns(dt)
     try:
         dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
@@ -96,7 +99,14 @@ def parse_duration_ns(value: str | int | float | timedelta, *, name: str = "ttl"
             "Expected a number of seconds or text like '500ms', '60s', '5m', '2h', '7d'.\n"
             f"Fix: {name}='60s'"
         )
-    return int(float(m.group(1)) * _UNITS_NS[m.group(2)])
+    return _scaled(m.group(1), m.group(2))
+
+
+def _scaled(number: str, unit: str) -> int:
+    # integers stay exact; fractions go through Decimal to avoid float rounding of ns
+    from decimal import Decimal
+
+    return int(Decimal(number) * _UNITS_NS[unit])
 
 
 def _datetime_ns(dt: datetime) -> int:

@@ -1,0 +1,413 @@
+"""The observatory: owns the collectors of this process, the store, and the flusher between.
+
+Data flow inside one process: collectors (calls, tasks, logs, runtime metrics) append to
+bounded buffers -> the ``lumin-flusher`` thread drains them every `flush_interval_s`, stamps
+service/host/pid/producer/seq on whole batches, and appends them to the store, whose writer
+makes them durable. Queries first drain the buffers, so what just happened is visible.
+A read-only observatory (`lm.open`) has a store and no collectors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lumin_nb._options import to_frame
+from lumin_nb._time import TimeLike, parse_time
+from lumin_nb.config import (
+    DEFAULT_HOME,
+    ENV_HOME,
+    ENV_PROFILE,
+    Config,
+    ConfigManager,
+    profile_config,
+)
+from lumin_nb.errors import LuminError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from lumin_nb.collect.calls import CallTracer, TraceBlock
+    from lumin_nb.collect.logs import LogCollector
+    from lumin_nb.collect.runtime_metrics import RuntimeMetrics
+    from lumin_nb.collect.tasks import TaskCollector
+    from lumin_nb.event import EventBuilder
+    from lumin_nb.store import Store
+
+
+class Status(dict[str, Any]):
+    """What `lm.status()` returns: a dict that prints as a readable report."""
+
+    def __repr__(self) -> str:
+        width = max(len(k) for k in self) if self else 0
+        lines = ["Lumin status"]
+        for key, value in self.items():
+            if isinstance(value, dict):
+                lines.append(f"  {key}:")
+                for k, v in value.items():
+                    lines.append(f"    {k:<{width}} {v}")
+            else:
+                lines.append(f"  {key:<{width}} {value}")
+        return "\n".join(lines)
+
+    def _repr_markdown_(self) -> str:
+        rows = ["| | |", "|---|---|"]
+        for key, value in self.items():
+            if isinstance(value, dict):
+                value = ", ".join(f"{k}: {v}" for k, v in value.items())
+            rows.append(f"| {key} | {value} |")
+        return "\n".join(rows)
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+class Observatory:
+    """One process's observatory: collectors, a store, and the queries over it.
+
+    Create it with `Observatory.start(...)` (what `lm.start()` and `%load_ext lumin` call)
+    or read a store with `Observatory.open(path)` (read-only, no collectors).
+    """
+
+    def __init__(self, store: Store, manager: ConfigManager, *, read_only: bool) -> None:
+        self.store = store
+        self.manager = manager
+        self.read_only = read_only
+        self.host = socket.gethostname()
+        self.pid = os.getpid()
+        self.producer = f"{self.host}:{self.pid}:{uuid.uuid4().hex[:8]}"
+        self.started_ns = time.time_ns()
+        self._seq = 1
+        self._sync_lock = threading.Lock()
+        self._rates: collections.deque[tuple[float, int]] = collections.deque(maxlen=64)
+        self._stored = 0
+        self._stop = threading.Event()
+        self._flusher: threading.Thread | None = None
+        self.builder: EventBuilder | None = None
+        self.tracer: CallTracer | None = None
+        self.logs: LogCollector | None = None
+        self.tasks: TaskCollector | None = None
+        self.runtime: RuntimeMetrics | None = None
+        self.is_running = False
+
+    # -- life cycle ------------------------------------------------------------------
+    @classmethod
+    def start(
+        cls,
+        *,
+        profile: str | None = None,
+        store: str | os.PathLike[str] | None = None,
+        **changes: Any,
+    ) -> Observatory:
+        """Start collecting in this process into the store at `store` (see `lm.start`)."""
+        from lumin_nb.store import Store
+
+        config = profile_config(profile or os.environ.get(ENV_PROFILE, "dev"), **changes)
+        path = Path(store or os.environ.get(ENV_HOME) or DEFAULT_HOME)
+        st = Store.open(path, config=config)
+        obs = cls(st, ConfigManager(config), read_only=False)
+        try:
+            obs._start_collectors()
+        except BaseException:
+            st.close()
+            raise
+        return obs
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str]) -> Observatory:
+        """Open the store at `path` read-only: every query works, nothing is collected."""
+        from lumin_nb.store import Store
+
+        st = Store.open(Path(path), read_only=True)
+        return cls(st, ConfigManager(profile_config("dev")), read_only=True)
+
+    def _start_collectors(self) -> None:
+        from lumin_nb.collect.calls import CallTracer
+        from lumin_nb.collect.logs import LogCollector
+        from lumin_nb.collect.runtime_metrics import RuntimeMetrics
+        from lumin_nb.collect.tasks import TaskCollector
+        from lumin_nb.event import EventBuilder
+
+        cfg = self.config
+        self.builder = EventBuilder(max_events=cfg.buffer_max_events)
+        if cfg.collect_calls:
+            self.tracer = CallTracer(
+                buffer_records=cfg.call_buffer_records, sample_rate=cfg.call_sample_rate
+            )
+            self.tracer.start()
+        if cfg.collect_logs:
+            self.logs = LogCollector(self.builder, cfg.log_level)
+            self.logs.install()
+        self.tasks = TaskCollector(self.builder)
+        if cfg.collect_tasks:
+            self.tasks.install()
+        if cfg.collect_runtime_metrics:
+            self.runtime = RuntimeMetrics(self.builder, cfg.metrics_interval_s)
+            with contextlib.suppress(RuntimeError):
+                self.runtime.watch_loop(asyncio.get_running_loop())
+            if self.runtime._loop is None:
+                with contextlib.suppress(Exception):
+                    loop = asyncio.get_event_loop_policy().get_event_loop()
+                    self.runtime.watch_loop(loop)
+            self.runtime.start()
+        self.manager.subscribe(self._on_config_changed)
+        self.store.record(
+            "DebugSessionStarted",
+            producer=self.producer,
+            profile=cfg.profile,
+            service=cfg.service,
+            host=self.host,
+            pid=self.pid,
+        )
+        self.is_running = True
+        self._flusher = threading.Thread(target=self._flush_loop, name="lumin-flusher", daemon=True)
+        self._flusher.start()
+
+    def stop(self) -> None:
+        """Stop every collector, store what they hold, and close the store (idempotent)."""
+        if self.read_only:
+            self.store.close()
+            return
+        if not self.is_running:
+            return
+        self.is_running = False
+        self._stop.set()
+        if self._flusher is not None:
+            self._flusher.join(timeout=10)
+        if self.runtime is not None:
+            self.runtime.stop()
+        if self.logs is not None:
+            self.logs.uninstall()
+        if self.tasks is not None:
+            self.tasks.uninstall()
+        self.sync()
+        if self.tracer is not None:
+            self.tracer.stop()
+        self.sync()
+        self.store.record("DebugSessionEnded", producer=self.producer, events=self._stored)
+        self.store.close()
+
+    def __enter__(self) -> Observatory:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def config(self) -> Config:
+        """The live configuration."""
+        return self.manager.config
+
+    def configure(self, **changes: Any) -> Config:
+        """Change settings at run time; each change is checked and recorded (ConfigChanged)."""
+        return self.manager.update(**changes)
+
+    def _on_config_changed(self, config: Config, changes: dict[str, Any]) -> None:
+        self.store.record("ConfigChanged", profile=config.profile, changes=changes)
+        if self.logs is not None:
+            self.logs.setLevel(config.log_level)
+        if self.runtime is not None:
+            self.runtime.interval_s = config.metrics_interval_s
+        if self.builder is not None:
+            self.builder.max_events = config.buffer_max_events
+        if self.tracer is not None and hasattr(self.tracer, "sample_rate"):
+            self.tracer.sample_rate = config.call_sample_rate
+
+    # -- the flusher ---------------------------------------------------------------------
+    def _flush_loop(self) -> None:
+        while not self._stop.wait(self.config.flush_interval_s):
+            try:
+                self.sync()
+            except Exception as exc:  # the flusher must outlive a bad batch
+                self._last_error = repr(exc)
+
+    def sync(self) -> int:
+        """Move everything the collectors hold into the store now; return the rows moved."""
+        if self.read_only or self.builder is None:
+            return 0
+        moved = 0
+        with self._sync_lock:
+            batches = [self.builder.build()]
+            if self.tracer is not None:
+                batches.append(self.tracer.drain())
+            for batch in batches:
+                if batch is None or batch.num_rows == 0:
+                    continue
+                moved += self.store.append(self._stamp(batch))
+            self._stored += moved
+            self._rates.append((time.monotonic(), self._stored))
+        return moved
+
+    def _stamp(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        import numpy as np
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        from lumin_nb.event import EVENT_SCHEMA, with_producer
+
+        n = batch.num_rows
+        zeros = pa.array(np.zeros(n, dtype=np.int32))
+
+        def constant(value: str) -> pa.DictionaryArray:
+            return pa.DictionaryArray.from_arrays(zeros, pa.array([value]))
+
+        cols = dict(zip(batch.schema.names, batch.columns, strict=True))
+        if cols["service"].null_count == n:
+            cols["service"] = constant(self.config.service)
+        if cols["host"].null_count == n:
+            cols["host"] = constant(self.host)
+        if cols["pid"].null_count:
+            cols["pid"] = pc.fill_null(cols["pid"], pa.scalar(self.pid, pa.int32()))
+        stamped = pa.RecordBatch.from_arrays(list(cols.values()), schema=EVENT_SCHEMA)
+        first, self._seq = self._seq, self._seq + n
+        return with_producer(stamped, self.producer, first)
+
+    # -- collectors ------------------------------------------------------------------
+    def _require_tracer(self) -> CallTracer:
+        if self.tracer is None:
+            raise LuminError(
+                "call tracing is off in this observatory (collect_calls=False or read-only).\n"
+                "Fix: lm.stop(); lm.start(collect_calls=True)"
+            )
+        return self.tracer
+
+    def watch(self, *patterns: str) -> tuple[str, ...]:
+        """Trace calls of code whose module (or module:qualname) matches a pattern."""
+        tracer = self._require_tracer()
+        tracer.watch(*patterns)
+        return tracer.patterns
+
+    def unwatch(self, *patterns: str) -> tuple[str, ...]:
+        """Stop tracing these patterns (all of them when none is given)."""
+        tracer = self._require_tracer()
+        tracer.unwatch(*(patterns or tracer.patterns))
+        return tracer.patterns
+
+    @contextlib.contextmanager
+    def trace(
+        self, name: str = "trace", *, include_libraries: bool = False
+    ) -> Iterator[TraceBlock]:
+        """Trace every call made inside the block (stdlib and Lumin excluded)."""
+        tracer = self._require_tracer()
+        with tracer.trace(name, include_libraries=include_libraries) as block:
+            yield block
+
+    def record_exception(self, exc: BaseException, phase: str = "unhandled") -> None:
+        """Record an exception that nothing caught (the kernel's cells, threads)."""
+        if self.tasks is not None:
+            self.tasks.record_exception(exc, phase)
+
+    # -- queries -----------------------------------------------------------------------
+    def events(
+        self,
+        *,
+        since: TimeLike = None,
+        until: TimeLike = None,
+        kind: str | Sequence[str] | None = None,
+        service: str | Sequence[str] | None = None,
+        entity: str | Sequence[str] | None = None,
+        min_severity: int | None = None,
+        limit: int | None = None,
+        columns: Sequence[str] | None = None,
+        **filters: Any,
+    ) -> Any:
+        """Return events as a frame; see `lm.events`."""
+        from lumin_nb.store.query import events_frame
+
+        self.sync()
+        df = events_frame(
+            self.store,
+            since=since,
+            until=until,
+            kind=kind,
+            service=service,
+            entity=entity,
+            min_severity=min_severity,
+            limit=limit,
+            columns=list(columns) if columns is not None else None,
+            **filters,
+        )
+        return to_frame(df)
+
+    def sql(self, text: str) -> Any:
+        """Run DuckDB SQL over the view `events` (and `history`); see `lm.sql`."""
+        import polars as pl
+
+        from lumin_nb.store.query import sql_table
+
+        self.sync()
+        df = pl.from_arrow(sql_table(self.store, text))
+        assert isinstance(df, pl.DataFrame)
+        return to_frame(df)
+
+    def history(
+        self, *, type: str | None = None, since: TimeLike = None, until: TimeLike = None
+    ) -> Any:
+        """Return the domain events (sessions, config changes, batches recorded)."""
+        import polars as pl
+
+        self.store.flush()
+        table = self.store.history(
+            type=type,
+            since_ns=parse_time(since, name="since"),
+            until_ns=parse_time(until, name="until"),
+        )
+        df = pl.from_arrow(table)
+        assert isinstance(df, pl.DataFrame)
+        return to_frame(df)
+
+    def status(self) -> Status:
+        """Return what runs, how fast events arrive, what was dropped, and the store."""
+        self.sync()
+        stats = self.store.stats()
+        rate = 0.0
+        if len(self._rates) >= 2:
+            (t0, n0), (t1, n1) = self._rates[0], self._rates[-1]
+            window = [(t, n) for t, n in self._rates if t1 - t <= 10.0]
+            (t0, n0) = window[0] if window else (t0, n0)
+            rate = (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
+        collectors: dict[str, str] = {}
+        dropped: dict[str, int] = {}
+        if self.tracer is not None:
+            ts = self.tracer.stats()
+            watching = ", ".join(self.tracer.patterns) or "nothing (lm.watch / lm.trace)"
+            collectors["calls"] = f"{ts['mode']}; watching {watching}"
+            dropped["calls"] = int(ts.get("dropped", 0))  # type: ignore[call-overload]
+        else:
+            collectors["calls"] = "off"
+        collectors["logs"] = "on" if self.logs is not None else "off"
+        collectors["tasks"] = (
+            "on" if self.tasks is not None and self.config.collect_tasks else "off"
+        )
+        collectors["runtime_metrics"] = (
+            f"every {self.config.metrics_interval_s:g}s" if self.runtime is not None else "off"
+        )
+        if self.builder is not None:
+            dropped["buffer"] = self.builder.dropped
+        size = int(stats.get("bytes", 0))  # type: ignore[call-overload]
+        return Status(
+            state="read-only" if self.read_only else ("running" if self.is_running else "stopped"),
+            profile=self.config.profile,
+            service=self.config.service,
+            producer=self.producer,
+            collectors=collectors,
+            events_per_s=round(rate, 1),
+            events_stored=stats.get("events", 0),
+            dropped=dropped,
+            store=str(self.store.path),
+            store_size=_human_bytes(size),
+        )

@@ -1,0 +1,106 @@
+"""The ``lumin`` command: a thin layer over the public API.
+
+lumin status [--store PATH]            what a store holds
+lumin query "SQL" [--store PATH]       DuckDB SQL over the view `events`
+lumin demo [--store PATH]              traced sample workload, then a few queries
+lumin version
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from lumin_nb._version import __version__
+from lumin_nb.config import DEFAULT_HOME, ENV_HOME
+from lumin_nb.errors import LuminError
+
+
+def _store_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--store",
+        default=os.environ.get(ENV_HOME, DEFAULT_HOME),
+        help=f"store folder (default ${ENV_HOME} or {DEFAULT_HOME})",
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lumin", description="Lumin: a Jupyter-native observatory for running software."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = sub.add_parser("status", help="what a store holds")
+    _store_arg(p)
+    p = sub.add_parser("query", help="run DuckDB SQL over the view `events` of a store")
+    p.add_argument("sql", help='e.g. "select kind, count(*) from events group by 1"')
+    p.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    p.add_argument("--max-rows", type=int, default=50, help="rows shown with --format table")
+    _store_arg(p)
+    p = sub.add_parser("demo", help="trace a sample workload and show what Lumin sees")
+    p.add_argument("--store", default=None, help="store folder (default: a temporary one)")
+    sub.add_parser("version", help="print the version")
+    return parser
+
+
+def _check_store(path: str) -> None:
+    if not os.path.isdir(path):
+        raise LuminError(
+            f"--store {path!r} is not a Lumin store folder (it does not exist).\n"
+            "Fix: pass the folder your observatory writes to, e.g. --store .lumin"
+        )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (0 ok, 1 Lumin error, 2 usage)."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "version":
+            print(f"lumin {__version__}")
+        elif args.command == "status":
+            _check_store(args.store)
+            import lumin_nb as lm
+
+            obs = lm.open(args.store)
+            try:
+                for key, value in obs.store.stats().items():
+                    print(f"{key:<20} {value}")
+            finally:
+                obs.stop()
+        elif args.command == "query":
+            _check_store(args.store)
+            _query(args.store, args.sql, args.format, args.max_rows)
+        elif args.command == "demo":
+            from lumin_nb.demo import run_demo
+
+            run_demo(store=args.store)
+    except LuminError as exc:
+        print(f"lumin: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _query(store: str, text: str, fmt: str, max_rows: int) -> None:
+    import polars as pl
+
+    import lumin_nb as lm
+
+    obs = lm.open(store)
+    try:
+        df = obs.sql(text)
+        if not isinstance(df, pl.DataFrame):  # options.frame = "pandas" set by a plugin
+            df = pl.from_pandas(df)
+        if fmt == "csv":
+            sys.stdout.write(df.write_csv())
+        elif fmt == "json":
+            sys.stdout.write(df.write_ndjson())
+        else:
+            with pl.Config(tbl_rows=max_rows, tbl_cols=-1, fmt_str_lengths=60):
+                print(df)
+    finally:
+        obs.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
