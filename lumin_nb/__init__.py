@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from lumin_nb._options import options
 from lumin_nb._version import __version__
-from lumin_nb.errors import LuminError, NotRunningError
+from lumin_nb.errors import LuminError
+from lumin_nb.errors import NotRunningError as _NotRunningError
 
 if TYPE_CHECKING:
     import os
@@ -48,7 +49,7 @@ _current: Observatory | None = None
 def _running() -> Observatory:
     obs = _current
     if obs is None or not obs.is_running:
-        raise NotRunningError(
+        raise _NotRunningError(
             "Lumin is not running in this process.\n"
             "Fix: %load_ext lumin  (in a notebook)  or  lm.start()  (in a script)"
         )

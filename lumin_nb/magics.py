@@ -54,7 +54,7 @@ def load(ipython: Any) -> None:
             _state["in_traced_cell"] = True
             try:
                 with obs.trace(name) as block:
-                    result = shell.run_cell(cell, store_history=False)
+                    result = shell.run_cell(cell, store_history=False)  # type: ignore[no-untyped-call]
                     error = result.error_in_exec
                     if error is not None and obs.tasks is not None:
                         obs.tasks.record_exception(
