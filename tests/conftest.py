@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 settings.register_profile("default", deadline=None, max_examples=60)
@@ -14,3 +19,37 @@ settings.register_profile("thorough", deadline=None, max_examples=2000)
 settings.load_profile(
     os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "default")
 )
+
+
+def _lumin_state() -> dict[str, object]:
+    import lumin_nb
+
+    tools = {i: sys.monitoring.get_tool(i) for i in range(6)}
+    return {
+        "tool ids held by lumin": sorted(i for i, name in tools.items() if name == "lumin"),
+        "lumin threads alive": sorted(
+            t.name for t in threading.enumerate() if t.name.startswith("lumin-")
+        ),
+        "LUMIN_* env": {k: v for k, v in os.environ.items() if k.startswith("LUMIN_")},
+        "running observatory": lumin_nb._current is not None,
+    }
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_global_state() -> Iterator[None]:
+    """Fail any test that leaves a tool id, a Lumin thread, env or an observatory behind."""
+    before = _lumin_state()
+    yield
+    after = _lumin_state()
+    leaked = {k: (before[k], after[k]) for k in before if before[k] != after[k]}
+    assert not leaked, f"test leaked global state (before, after): {leaked}"
+
+
+def wait_until(predicate: Callable[[], object], timeout_s: float = 5.0, what: str = "") -> None:
+    """Wait for `predicate()` to be true, failing with `what` after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    pause = threading.Event()
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for: {what}")
+        pause.wait(0.01)
