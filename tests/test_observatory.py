@@ -1,0 +1,139 @@
+"""The public API end to end in one process: start, watch, query, configure, stop, reopen."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import polars as pl
+import pytest
+
+import lumin as lm
+from lumin_nb.errors import (
+    ConfigError,
+    LuminError,
+    NotRunningError,
+    QueryError,
+    TimeParseError,
+    UnknownColumnError,
+)
+
+APP = """
+import logging
+
+log = logging.getLogger("app")
+
+class Repo:
+    def get(self, key):
+        return {"key": key}
+
+def handler(n):
+    repo = Repo()
+    out = [repo.get(i) for i in range(n)]
+    log.info("handled %d", n)
+    return out
+"""
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Iterator[ModuleType]:
+    (tmp_path / "lumin_test_app.py").write_text(textwrap.dedent(APP))
+    sys.path.insert(0, str(tmp_path))
+    try:
+        yield importlib.import_module("lumin_test_app")
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("lumin_test_app", None)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Path]:
+    path = tmp_path / "store"
+    lm.start(store=path, flush_interval_s=0.1)
+    try:
+        yield path
+    finally:
+        lm.stop()
+        lm.options.frame = "polars"
+
+
+def test_watched_calls_are_queryable(store: Path, app: ModuleType) -> None:
+    assert lm.watch("lumin_test_app") == ("lumin_test_app",)
+    app.handler(3)
+    calls = lm.events(kind="call")
+    assert isinstance(calls, pl.DataFrame)
+    counts = dict(calls.group_by("entity").len().iter_rows())
+    assert counts == {"lumin_test_app:handler": 1, "lumin_test_app:Repo.get": 3}
+    assert set(calls["service"]) == {"kernel"} and calls["producer"].n_unique() == 1
+    logs = lm.events(kind="log", entity="app")
+    assert logs["message"].to_list() == ["handled 3"]
+    top = lm.sql("select entity, count(*) as n from events where kind='call' group by 1 order by 2")
+    assert top.rows() == [("lumin_test_app:handler", 1), ("lumin_test_app:Repo.get", 3)]
+    status = lm.status()
+    assert status["state"] == "running" and status["events_stored"] >= 5
+    assert "lumin_test_app" in status["collectors"]["calls"]
+    assert str(store) in repr(status)
+
+
+def test_bad_input_gets_clear_errors_and_loses_nothing(store: Path, app: ModuleType) -> None:
+    lm.watch("lumin_test_app")
+    app.handler(2)
+    before = lm.events(kind="call").height
+    with pytest.raises(QueryError) as info:
+        lm.sql("select nonsense from events")
+    assert "entity" in str(info.value) and "Fix" in str(info.value)
+    with pytest.raises(UnknownColumnError, match="entity"):
+        lm.events(entitty="x")
+    with pytest.raises(TimeParseError, match="since='-5 mins'"):
+        lm.events(since="-5 mins")
+    with pytest.raises(ConfigError, match="Did you mean 'log_level'"):
+        lm.configure(log_levle=20)
+    with pytest.raises(LuminError, match="already running"):
+        lm.start(store=store)
+    assert lm.events(kind="call").height == before
+
+
+def test_config_changes_are_domain_events(store: Path) -> None:
+    lm.configure(log_level=30, metrics_interval_s=2.0)
+    history = lm.history()
+    types = history["type"].to_list()
+    assert "StoreOpened" in types and "DebugSessionStarted" in types
+    (change,) = lm.history(type="ConfigChanged")["data"].to_list()
+    assert json.loads(change)["changes"] == {"log_level": 30, "metrics_interval_s": 2.0}
+
+
+def test_pandas_option_switches_every_return(store: Path, app: ModuleType) -> None:
+    import pandas as pd
+
+    lm.watch("lumin_test_app")
+    app.handler(1)
+    lm.options.frame = "pandas"
+    assert isinstance(lm.events(kind="call"), pd.DataFrame)
+    assert isinstance(lm.sql("select 1 as one"), pd.DataFrame)
+    with pytest.raises(ConfigError, match="Expected one of: polars, pandas"):
+        lm.options.frame = "arrow"  # type: ignore[assignment]
+
+
+def test_a_stopped_store_reopens_read_only(tmp_path: Path, app: ModuleType) -> None:
+    path = tmp_path / "s"
+    lm.start(store=path)
+    lm.watch("lumin_test_app")
+    app.handler(4)
+    lm.stop()
+    reader = lm.open(path)
+    try:
+        calls = reader.events(kind="call")
+        assert calls.height == 5
+        assert reader.status()["state"] == "read-only"
+    finally:
+        reader.stop()
+
+
+def test_api_without_observatory_says_how_to_start() -> None:
+    with pytest.raises(NotRunningError, match=r"%load_ext lumin"):
+        lm.events()
