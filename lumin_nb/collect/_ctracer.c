@@ -1,9 +1,809 @@
-/* Native hot path of the call tracer (placeholder until the tracer lands). */
+/* Native hot path of Lumin's call tracer (lumin_nb/collect/calls.py drives it).
+ *
+ * The METH_FASTCALL functions below are registered directly as sys.monitoring callbacks
+ * (as CPython's _lsprof does). PY_START is a global event: the first time a code object is
+ * seen it is classified once by a Python decider, and the answer is cached on the code object
+ * (PyUnstable_Code_SetExtra) together with a generation number, so a new watch() pattern
+ * invalidates every answer at once. Unrecorded code gets DISABLE. Recorded code gets local
+ * PY_RETURN/PY_YIELD/PY_RESUME events (set by the decider); RAISE, EXCEPTION_HANDLED,
+ * PY_UNWIND and PY_THROW cannot be local, so their callbacks return at once unless the current
+ * frame is a recorded call.
+ *
+ * Invariants:
+ * - each finished call writes ONE fixed-size Record into a preallocated ring buffer; when the
+ *   buffer is full the record is dropped and counted, never blocking the program;
+ * - every callback runs with the GIL held (no free-threaded build), so the ring buffer, the
+ *   suspended-generator table and the counters need no other lock;
+ * - per-thread call stacks are keyed by the interpreter frame, so a return matches its own
+ *   start; entries whose frame left without an event (stale) are discarded when an outer
+ *   frame returns;
+ * - a callback never returns NULL: errors of the Python slow path are cleared and counted.
+ */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <string.h>
+#include <time.h>
 
-static struct PyModuleDef ctracer_module = {
-    PyModuleDef_HEAD_INIT, "_ctracer", "Native call tracer.", -1, NULL,
+#ifdef Py_GIL_DISABLED
+#error "the native tracer needs the GIL; the free-threaded build uses the Python tracer"
+#endif
+
+#if PY_VERSION_HEX < 0x030C0000
+#error "sys.monitoring needs Python 3.12 or newer"
+#endif
+
+/* ---- records (the layout RECORD_DTYPE in calls.py reads) ---------------------------- */
+
+typedef struct {
+    int64_t ts_ns;       /* start, epoch ns */
+    int64_t duration_ns; /* wall time from first start to final return/unwind */
+    uint64_t code;       /* PyCodeObject* (kept alive by the decider) */
+    uint64_t span_id;
+    uint64_t parent_span_id; /* 0: a root */
+    uint64_t trace_hi;
+    uint64_t trace_lo;
+    uint64_t tid; /* threading.get_ident() */
+    int64_t active_ns;   /* generators and coroutines: time actually running */
+    uint32_t suspensions;
+    uint32_t flags;
+} Record;
+
+#define F_UNWOUND 1u
+#define F_GENERATOR 2u
+#define F_UNSAMPLED 4u /* entry flag only: a call of a tree not sampled */
+
+/* ---- per-call entries ---------------------------------------------------------------- */
+
+typedef struct {
+    void *frame;
+    PyObject *code; /* borrowed: identity only */
+    int64_t start_mono;
+    int64_t resumed_mono;
+    int64_t active_ns;
+    uint64_t span_id;
+    uint64_t parent_span_id;
+    uint64_t trace_hi;
+    uint64_t trace_lo;
+    uint32_t suspensions;
+    uint32_t flags;
+} Entry;
+
+typedef struct {
+    Entry *stack;
+    size_t depth;
+    size_t cap;
+    uint64_t session;
+    uint64_t tid;
+    int ignored;
+    int in_handler;
+} ThreadState;
+
+/* ---- global state (guarded by the GIL) ----------------------------------------------- */
+
+static Py_ssize_t extra_index = -1;
+static pthread_key_t tls_key;
+static _Thread_local ThreadState *tls = NULL;
+
+static int active = 0;
+static uint64_t session = 0;
+static uintptr_t generation = 1;
+static PyObject *decide = NULL;       /* decide(code) -> int flags */
+static PyObject *on_exception = NULL; /* on_exception(code, exc, phase, span, hi, lo) */
+static PyObject *thread_filter = NULL; /* thread_filter() -> bool: ignore this thread */
+static PyObject *disable = NULL;      /* sys.monitoring.DISABLE */
+
+static Record *ring = NULL;
+static uint64_t ring_cap = 0;
+static uint64_t ring_head = 0; /* next write */
+static uint64_t ring_tail = 0; /* next read */
+static uint64_t ring_w = 0;    /* ring_head % ring_cap, kept without a division */
+
+static uint64_t n_recorded = 0;
+static uint64_t n_dropped = 0;
+static uint64_t n_suspended_dropped = 0;
+static uint64_t n_handler_errors = 0;
+
+static uint64_t span_base = 0;
+static uint64_t span_counter = 0;
+static uint64_t trace_base = 0;
+static uint64_t trace_counter = 0;
+static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
+static double sample_rate = 1.0;
+static uint64_t sample_threshold = UINT64_MAX; /* sample when rand < threshold */
+static int sample_all = 1;
+static int64_t epoch_offset = 0;
+
+static uint64_t block_span = 0; /* the innermost active trace() block, 0 when none */
+static uint64_t block_hi = 0;
+static uint64_t block_lo = 0;
+
+/* suspended generators/coroutines: open addressing keyed by frame pointer */
+typedef struct {
+    void *key; /* NULL empty, TOMB deleted */
+    Entry entry;
+} Slot;
+#define TOMB ((void *)1)
+static Slot *susp = NULL;
+static size_t susp_cap = 0;
+static size_t susp_used = 0; /* live + tombstones */
+static size_t susp_live = 0;
+#define SUSP_MAX_LIVE (1u << 20)
+
+/* ---- helpers ------------------------------------------------------------------------- */
+
+static inline int64_t
+mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static inline uint64_t
+splitmix(uint64_t x)
+{
+    x += 0x9E3779B97F4A7C15ull;
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+    return x ^ (x >> 31);
+}
+
+static inline uint64_t
+next_rand(void)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return rng_state;
+}
+
+static inline uint64_t
+new_span_id(void)
+{
+    uint64_t id = span_base + (++span_counter);
+    return id ? id : span_base + (++span_counter);
+}
+
+static inline void *
+current_frame(void)
+{
+    PyThreadState *ts = PyThreadState_GET();
+#if PY_VERSION_HEX >= 0x030D0000
+    return (void *)ts->current_frame;
+#else
+    return (void *)ts->cframe->current_frame;
+#endif
+}
+
+static void
+tls_free(void *p)
+{
+    ThreadState *t = (ThreadState *)p;
+    if (t) {
+        free(t->stack);
+        free(t);
+    }
+}
+
+/* Return this thread's state, resetting it when a new session started. NULL: ignore. */
+static ThreadState *
+thread_state(void)
+{
+    ThreadState *t = tls;
+    if (t == NULL) {
+        t = (ThreadState *)calloc(1, sizeof(ThreadState));
+        if (t == NULL) {
+            return NULL;
+        }
+        t->tid = (uint64_t)PyThread_get_thread_ident();
+        tls = t;
+        pthread_setspecific(tls_key, t);
+    }
+    if (t->session != session) {
+        t->session = session;
+        t->depth = 0;
+        t->ignored = 0;
+        t->in_handler = 0;
+        if (thread_filter != NULL) {
+            t->in_handler = 1;
+            PyObject *r = PyObject_CallNoArgs(thread_filter);
+            t->in_handler = 0;
+            if (r == NULL) {
+                PyErr_Clear();
+                n_handler_errors++;
+            }
+            else {
+                t->ignored = PyObject_IsTrue(r) == 1;
+                Py_DECREF(r);
+            }
+        }
+    }
+    return t;
+}
+
+static Entry *
+push(ThreadState *t)
+{
+    if (t->depth == t->cap) {
+        size_t cap = t->cap ? t->cap * 2 : 64;
+        Entry *s = (Entry *)realloc(t->stack, cap * sizeof(Entry));
+        if (s == NULL) {
+            return NULL;
+        }
+        t->stack = s;
+        t->cap = cap;
+    }
+    return &t->stack[t->depth++];
+}
+
+/* Index of the entry of `frame` on the stack, or -1. */
+static inline Py_ssize_t
+find(ThreadState *t, void *frame)
+{
+    for (Py_ssize_t i = (Py_ssize_t)t->depth - 1; i >= 0; i--) {
+        if (t->stack[i].frame == frame) {
+            return i;
+        }
+    }
+    return -1;
+}
+
+static void
+emit(ThreadState *t, Entry *e, int64_t now, uint32_t extra_flags)
+{
+    if (e->flags & F_UNSAMPLED) {
+        return;
+    }
+    if (ring_head - ring_tail >= ring_cap) {
+        n_dropped++;
+        return;
+    }
+    Record *r = &ring[ring_w];
+    if (++ring_w == ring_cap) {
+        ring_w = 0;
+    }
+    r->ts_ns = e->start_mono + epoch_offset;
+    r->duration_ns = now - e->start_mono;
+    r->code = (uint64_t)(uintptr_t)e->code;
+    r->span_id = e->span_id;
+    r->parent_span_id = e->parent_span_id;
+    r->trace_hi = e->trace_hi;
+    r->trace_lo = e->trace_lo;
+    r->tid = t->tid;
+    r->active_ns = e->active_ns;
+    r->suspensions = e->suspensions;
+    r->flags = (e->flags & F_GENERATOR) | extra_flags;
+    ring_head++;
+    n_recorded++;
+}
+
+/* suspended table */
+
+static inline size_t
+susp_hash(void *key)
+{
+    return (size_t)(splitmix((uint64_t)(uintptr_t)key));
+}
+
+static int
+susp_grow(void)
+{
+    size_t cap = susp_cap ? susp_cap * 2 : 1024;
+    if (susp_live * 4 < susp_cap) { /* mostly tombstones: rehash at the same size */
+        cap = susp_cap;
+    }
+    Slot *fresh = (Slot *)calloc(cap, sizeof(Slot));
+    if (fresh == NULL) {
+        return -1;
+    }
+    for (size_t i = 0; i < susp_cap; i++) {
+        void *k = susp[i].key;
+        if (k != NULL && k != TOMB) {
+            size_t j = susp_hash(k) & (cap - 1);
+            while (fresh[j].key != NULL) {
+                j = (j + 1) & (cap - 1);
+            }
+            fresh[j] = susp[i];
+        }
+    }
+    free(susp);
+    susp = fresh;
+    susp_cap = cap;
+    susp_used = susp_live;
+    return 0;
+}
+
+static void
+susp_put(Entry *e)
+{
+    if ((susp_used + 1) * 2 > susp_cap) {
+        if (susp_live >= SUSP_MAX_LIVE || susp_grow() < 0) {
+            n_suspended_dropped++;
+            return;
+        }
+    }
+    size_t mask = susp_cap - 1;
+    size_t j = susp_hash(e->frame) & mask;
+    Slot *tomb = NULL;
+    while (susp[j].key != NULL) {
+        if (susp[j].key == e->frame) { /* a stale entry of a dead generator: replace it */
+            susp[j].entry = *e;
+            return;
+        }
+        if (susp[j].key == TOMB && tomb == NULL) {
+            tomb = &susp[j];
+        }
+        j = (j + 1) & mask;
+    }
+    Slot *s = tomb ? tomb : &susp[j];
+    if (!tomb) {
+        susp_used++;
+    }
+    s->key = e->frame;
+    s->entry = *e;
+    susp_live++;
+}
+
+static int
+susp_take(void *frame, Entry *out)
+{
+    if (susp_live == 0) {
+        return 0;
+    }
+    size_t mask = susp_cap - 1;
+    size_t j = susp_hash(frame) & mask;
+    while (susp[j].key != NULL) {
+        if (susp[j].key == frame) {
+            *out = susp[j].entry;
+            susp[j].key = TOMB;
+            susp_live--;
+            return 1;
+        }
+        j = (j + 1) & mask;
+    }
+    return 0;
+}
+
+/* ---- the callbacks ------------------------------------------------------------------- */
+
+#define RETURN_NONE_FAST Py_RETURN_NONE
+
+/* PY_START(code, offset) */
+static PyObject *
+cb_py_start(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (!active || nargs < 1) {
+        RETURN_NONE_FAST;
+    }
+    PyObject *code = args[0];
+    ThreadState *t = thread_state();
+    if (t == NULL || t->ignored) {
+        RETURN_NONE_FAST;
+    }
+    void *extra = NULL;
+    if (PyUnstable_Code_GetExtra(code, extra_index, &extra) < 0) {
+        PyErr_Clear();
+        RETURN_NONE_FAST;
+    }
+    uintptr_t cached = (uintptr_t)extra;
+    long flags;
+    if (cached != 0 && (cached >> 2) == generation) {
+        flags = (long)(cached & 3);
+    }
+    else {
+        if (t->in_handler || decide == NULL) {
+            RETURN_NONE_FAST; /* Lumin's own slow path: decide later, outside it */
+        }
+        t->in_handler = 1;
+        PyObject *r = PyObject_CallOneArg(decide, code);
+        t->in_handler = 0;
+        if (r == NULL) {
+            PyErr_Clear();
+            n_handler_errors++;
+            flags = 0;
+        }
+        else {
+            flags = PyLong_AsLong(r) & 3;
+            Py_DECREF(r);
+            if (PyErr_Occurred()) {
+                PyErr_Clear();
+                flags = 0;
+            }
+        }
+        if (!active) {
+            RETURN_NONE_FAST;
+        }
+        if (PyUnstable_Code_SetExtra(code, extra_index, (void *)((generation << 2) | flags)) <
+            0) {
+            PyErr_Clear();
+        }
+    }
+    if (flags == 0) {
+        return Py_NewRef(disable);
+    }
+    if (t->in_handler) {
+        RETURN_NONE_FAST;
+    }
+    Entry *e = push(t);
+    if (e == NULL) {
+        RETURN_NONE_FAST;
+    }
+    e->frame = current_frame();
+    e->code = code;
+    e->active_ns = 0;
+    e->suspensions = 0;
+    e->flags = (((PyCodeObject *)code)->co_flags &
+                (CO_GENERATOR | CO_COROUTINE | CO_ASYNC_GENERATOR))
+                   ? F_GENERATOR
+                   : 0;
+    e->span_id = new_span_id();
+    if (t->depth > 1) {
+        Entry *parent = e - 1;
+        e->parent_span_id = parent->span_id;
+        e->trace_hi = parent->trace_hi;
+        e->trace_lo = parent->trace_lo;
+        e->flags |= parent->flags & F_UNSAMPLED;
+    }
+    else {
+        if (block_span) {
+            e->parent_span_id = block_span;
+            e->trace_hi = block_hi;
+            e->trace_lo = block_lo;
+        }
+        else {
+            e->parent_span_id = 0;
+            e->trace_hi = trace_base;
+            e->trace_lo = splitmix(trace_base ^ (++trace_counter));
+        }
+        if (!sample_all && next_rand() >= sample_threshold) {
+            e->flags |= F_UNSAMPLED;
+        }
+    }
+    e->start_mono = mono_ns();
+    e->resumed_mono = e->start_mono;
+    RETURN_NONE_FAST;
+}
+
+/* Pop the entry of the current frame and write its record. */
+static inline void
+finish(uint32_t extra_flags)
+{
+    ThreadState *t = tls;
+    if (t == NULL || t->depth == 0 || t->session != session) {
+        return;
+    }
+    void *frame = current_frame();
+    Py_ssize_t i = (Py_ssize_t)t->depth - 1;
+    if (t->stack[i].frame != frame) {
+        i = find(t, frame);
+        if (i < 0) {
+            return;
+        }
+    }
+    int64_t now = mono_ns();
+    Entry *e = &t->stack[i];
+    if (e->flags & F_GENERATOR) {
+        e->active_ns += now - e->resumed_mono;
+    }
+    emit(t, e, now, extra_flags);
+    t->depth = (size_t)i; /* drops stale entries above it too */
+}
+
+/* PY_RETURN(code, offset, retval) */
+static PyObject *
+cb_py_return(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (active) {
+        finish(0);
+    }
+    RETURN_NONE_FAST;
+}
+
+/* PY_UNWIND(code, offset, exc) */
+static PyObject *
+cb_py_unwind(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (active) {
+        finish(F_UNWOUND);
+    }
+    RETURN_NONE_FAST;
+}
+
+/* PY_YIELD(code, offset, retval): park the entry until PY_RESUME/PY_THROW. */
+static PyObject *
+cb_py_yield(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    ThreadState *t = tls;
+    if (!active || t == NULL || t->depth == 0 || t->session != session) {
+        RETURN_NONE_FAST;
+    }
+    void *frame = current_frame();
+    Py_ssize_t i = (Py_ssize_t)t->depth - 1;
+    if (t->stack[i].frame != frame) {
+        i = find(t, frame);
+        if (i < 0) {
+            RETURN_NONE_FAST;
+        }
+    }
+    Entry *e = &t->stack[i];
+    e->active_ns += mono_ns() - e->resumed_mono;
+    e->suspensions++;
+    susp_put(e);
+    t->depth = (size_t)i;
+    RETURN_NONE_FAST;
+}
+
+/* PY_RESUME(code, offset) and PY_THROW(code, offset, exc) */
+static PyObject *
+cb_py_resume(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (!active || susp_live == 0) {
+        RETURN_NONE_FAST;
+    }
+    ThreadState *t = thread_state();
+    if (t == NULL || t->ignored) {
+        RETURN_NONE_FAST;
+    }
+    Entry saved;
+    if (!susp_take(current_frame(), &saved)) {
+        RETURN_NONE_FAST;
+    }
+    Entry *e = push(t);
+    if (e == NULL) {
+        RETURN_NONE_FAST;
+    }
+    *e = saved;
+    e->resumed_mono = mono_ns();
+    RETURN_NONE_FAST;
+}
+
+/* RAISE / EXCEPTION_HANDLED: the Python handler, for recorded calls only. */
+static PyObject *
+exception_event(PyObject *const *args, Py_ssize_t nargs, int phase)
+{
+    ThreadState *t = tls;
+    if (!active || nargs < 3 || t == NULL || t->depth == 0 || t->session != session ||
+        t->in_handler || t->ignored || on_exception == NULL) {
+        RETURN_NONE_FAST;
+    }
+    Entry *e = &t->stack[t->depth - 1];
+    if (e->frame != current_frame()) {
+        RETURN_NONE_FAST;
+    }
+    PyObject *span = PyLong_FromUnsignedLongLong(e->span_id);
+    PyObject *hi = PyLong_FromUnsignedLongLong(e->trace_hi);
+    PyObject *lo = PyLong_FromUnsignedLongLong(e->trace_lo);
+    PyObject *ph = PyLong_FromLong(phase);
+    PyObject *r = NULL;
+    if (span && hi && lo && ph) {
+        PyObject *call_args[6] = {args[0], args[2], ph, span, hi, lo};
+        t->in_handler = 1;
+        r = PyObject_Vectorcall(on_exception, call_args, 6, NULL);
+        t->in_handler = 0;
+    }
+    Py_XDECREF(span);
+    Py_XDECREF(hi);
+    Py_XDECREF(lo);
+    Py_XDECREF(ph);
+    if (r == NULL) {
+        PyErr_Clear();
+        n_handler_errors++;
+    }
+    else {
+        Py_DECREF(r);
+    }
+    RETURN_NONE_FAST;
+}
+
+static PyObject *
+cb_raise(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    return exception_event(args, nargs, 0);
+}
+
+static PyObject *
+cb_exception_handled(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    return exception_event(args, nargs, 1);
+}
+
+/* ---- control ------------------------------------------------------------------------- */
+
+static void
+release_state(void)
+{
+    Py_CLEAR(decide);
+    Py_CLEAR(on_exception);
+    Py_CLEAR(thread_filter);
+    free(susp);
+    susp = NULL;
+    susp_cap = susp_used = susp_live = 0;
+}
+
+static PyObject *
+ct_install(PyObject *self, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"decide", "on_exception", "thread_filter", "disable", "capacity",
+                             "sample_rate", "seed", NULL};
+    PyObject *dec, *exc, *filt, *dis;
+    unsigned long long capacity, seed;
+    double rate;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOKdK", kwlist, &dec, &exc, &filt, &dis,
+                                     &capacity, &rate, &seed)) {
+        return NULL;
+    }
+    if (capacity == 0) {
+        PyErr_SetString(PyExc_ValueError, "capacity must be positive");
+        return NULL;
+    }
+    Record *buf = (Record *)malloc((size_t)capacity * sizeof(Record));
+    if (buf == NULL) {
+        return PyErr_NoMemory();
+    }
+    release_state();
+    free(ring);
+    ring = buf;
+    ring_cap = capacity;
+    ring_head = ring_tail = ring_w = 0;
+    n_recorded = n_dropped = n_suspended_dropped = n_handler_errors = 0;
+    decide = Py_NewRef(dec);
+    on_exception = Py_NewRef(exc);
+    thread_filter = filt == Py_None ? NULL : Py_NewRef(filt);
+    Py_XSETREF(disable, Py_NewRef(dis));
+    sample_rate = rate;
+    sample_all = rate >= 1.0;
+    sample_threshold = rate <= 0.0 ? 0 : (uint64_t)(rate * 18446744073709551615.0);
+    span_base = splitmix(seed);
+    span_counter = 0;
+    trace_base = splitmix(seed ^ 0xA5A5A5A5A5A5A5A5ull);
+    trace_counter = 0;
+    rng_state = splitmix(seed ^ 0x5A5A5A5A5A5A5A5Aull) | 1;
+    struct timespec rt;
+    clock_gettime(CLOCK_REALTIME, &rt);
+    int64_t mono = mono_ns();
+    epoch_offset = (int64_t)rt.tv_sec * 1000000000LL + rt.tv_nsec - mono;
+    block_span = block_hi = block_lo = 0;
+    session++;
+    generation++;
+    active = 1;
+    Py_RETURN_NONE;
+}
+
+/* Stop recording; records still in the buffer stay readable by take() until install(). */
+static PyObject *
+ct_uninstall(PyObject *self, PyObject *unused)
+{
+    active = 0;
+    session++;
+    block_span = 0;
+    release_state();
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+ct_set_generation(PyObject *self, PyObject *arg)
+{
+    unsigned long long g = PyLong_AsUnsignedLongLong(arg);
+    if (PyErr_Occurred()) {
+        return NULL;
+    }
+    generation = (uintptr_t)g;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+ct_set_block(PyObject *self, PyObject *args)
+{
+    unsigned long long s, hi, lo;
+    if (!PyArg_ParseTuple(args, "KKK", &s, &hi, &lo)) {
+        return NULL;
+    }
+    block_span = s;
+    block_hi = hi;
+    block_lo = lo;
+    Py_RETURN_NONE;
+}
+
+/* Return the records written since the last take() as bytes (Record layout). */
+static PyObject *
+ct_take(PyObject *self, PyObject *unused)
+{
+    uint64_t n = ring_head - ring_tail;
+    PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(n * sizeof(Record)));
+    if (out == NULL) {
+        return NULL;
+    }
+    if (n) {
+        char *dst = PyBytes_AS_STRING(out);
+        uint64_t start = ring_tail % ring_cap;
+        uint64_t first = n < ring_cap - start ? n : ring_cap - start;
+        memcpy(dst, &ring[start], first * sizeof(Record));
+        if (first < n) {
+            memcpy(dst + first * sizeof(Record), ring, (n - first) * sizeof(Record));
+        }
+        ring_tail = ring_head;
+    }
+    return out;
+}
+
+static PyObject *
+ct_counts(PyObject *self, PyObject *unused)
+{
+    return Py_BuildValue("{sKsKsKsKsn}", "recorded", (unsigned long long)n_recorded, "dropped",
+                         (unsigned long long)n_dropped, "suspended_dropped",
+                         (unsigned long long)n_suspended_dropped, "handler_errors",
+                         (unsigned long long)n_handler_errors, "suspended",
+                         (Py_ssize_t)susp_live);
+}
+
+static PyObject *
+ct_ignore_thread(PyObject *self, PyObject *unused)
+{
+    ThreadState *t = thread_state();
+    if (t != NULL) {
+        t->ignored = 1;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+ct_new_span_id(PyObject *self, PyObject *unused)
+{
+    return PyLong_FromUnsignedLongLong(new_span_id());
+}
+
+static PyMethodDef ctracer_methods[] = {
+    {"py_start", (PyCFunction)(void (*)(void))cb_py_start, METH_FASTCALL, "PY_START callback."},
+    {"py_return", (PyCFunction)(void (*)(void))cb_py_return, METH_FASTCALL,
+     "PY_RETURN callback."},
+    {"py_unwind", (PyCFunction)(void (*)(void))cb_py_unwind, METH_FASTCALL,
+     "PY_UNWIND callback."},
+    {"py_yield", (PyCFunction)(void (*)(void))cb_py_yield, METH_FASTCALL, "PY_YIELD callback."},
+    {"py_resume", (PyCFunction)(void (*)(void))cb_py_resume, METH_FASTCALL,
+     "PY_RESUME and PY_THROW callback."},
+    {"raise_", (PyCFunction)(void (*)(void))cb_raise, METH_FASTCALL, "RAISE callback."},
+    {"exception_handled", (PyCFunction)(void (*)(void))cb_exception_handled, METH_FASTCALL,
+     "EXCEPTION_HANDLED callback."},
+    {"install", (PyCFunction)(void (*)(void))ct_install, METH_VARARGS | METH_KEYWORDS,
+     "Allocate the ring buffer and start a recording session."},
+    {"uninstall", ct_uninstall, METH_NOARGS, "End the session; take() still works."},
+    {"set_generation", ct_set_generation, METH_O, "Invalidate every cached decision."},
+    {"set_block", ct_set_block, METH_VARARGS, "Set the active trace() block (0 for none)."},
+    {"take", ct_take, METH_NOARGS, "Records since the last take(), as bytes."},
+    {"counts", ct_counts, METH_NOARGS, "Counters of the session."},
+    {"ignore_thread", ct_ignore_thread, METH_NOARGS, "Never trace the calling thread."},
+    {"new_span_id", ct_new_span_id, METH_NOARGS, "A fresh span id of this process."},
+    {NULL, NULL, 0, NULL},
 };
 
-PyMODINIT_FUNC PyInit__ctracer(void) { return PyModule_Create(&ctracer_module); }
+static struct PyModuleDef ctracer_module = {
+    PyModuleDef_HEAD_INIT, "_ctracer", "Native hot path of Lumin's call tracer.", -1,
+    ctracer_methods,
+};
+
+PyMODINIT_FUNC
+PyInit__ctracer(void)
+{
+    if (extra_index < 0) {
+        extra_index = PyUnstable_Eval_RequestCodeExtraIndex(NULL);
+        if (extra_index < 0) {
+            PyErr_SetString(PyExc_RuntimeError, "no free code extra index for Lumin's tracer");
+            return NULL;
+        }
+        if (pthread_key_create(&tls_key, tls_free) != 0) {
+            PyErr_SetString(PyExc_RuntimeError, "pthread_key_create failed");
+            return NULL;
+        }
+    }
+    PyObject *m = PyModule_Create(&ctracer_module);
+    if (m == NULL) {
+        return NULL;
+    }
+    if (PyModule_AddIntConstant(m, "RECORD_SIZE", (long)sizeof(Record)) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
