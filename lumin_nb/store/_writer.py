@@ -205,6 +205,7 @@ class Writer:
                         if self._queue or self.journal_pending:
                             continue
                     self._seal()
+                    self._journal.seal()
                     return
         except BaseException as exc:  # the thread must report, never die silently
             with self._cond:
@@ -263,5 +264,3 @@ class Writer:
                 self._active_info.bytes = self._active.path.stat().st_size
             self._active = None
             self._active_info = None
-        if self._closing:
-            self._journal.seal()
