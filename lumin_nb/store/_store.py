@@ -64,6 +64,7 @@ if TYPE_CHECKING:
     RowMask = Callable[[pa.Table], Mask]
 
 LOCK_FILE: Final = "writer.lock"
+_NO_HISTORY: Final = journal.JOURNAL_SCHEMA.empty_table()
 _TS_TYPE: Final = pa.timestamp("ns", tz="UTC")
 
 
@@ -512,11 +513,11 @@ class Store:
     def _run_sql(self, text: str) -> pa.Table:
         """Run `text` against fresh ``events``/``history`` views (raises duckdb errors)."""
         hot, cold_paths = self._read(since_ns=None, until_ns=None, columns=None, cold=False)
-        history = self.history()
         with self._duck_lock:
             con = self._duckdb()
             con.register("_lumin_hot", hot)
-            con.register("history", history)
+            # the journal is read from disk, so only when the query can use it
+            con.register("history", self.history() if "history" in text.lower() else _NO_HISTORY)
             if cold_paths:
                 files = ", ".join("'" + str(p).replace("'", "''") + "'" for p in cold_paths)
                 con.execute(

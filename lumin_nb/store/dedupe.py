@@ -23,9 +23,14 @@ if TYPE_CHECKING:
     Mask = NDArray[np.bool_]
 
 
+def _is_increasing(s: Ints) -> bool:
+    """Whether `s` is strictly increasing: the usual batch, which needs no sort."""
+    return len(s) < 2 or bool(np.all(s[1:] > s[:-1]))
+
+
 def _runs(seqs: Ints) -> tuple[Ints, Ints]:
     """Return the maximal runs of consecutive values of `seqs` as (starts, ends exclusive)."""
-    u = np.unique(seqs)
+    u = seqs if _is_increasing(seqs) else np.unique(seqs)
     if len(u) == 0:
         return u, u
     breaks = np.flatnonzero(np.diff(u) != 1) + 1
@@ -113,9 +118,12 @@ class SeqIndex:
         return plan
 
     def _fresh(self, producer: str, s: Ints) -> Mask:
-        _, first_idx = np.unique(s, return_index=True)
-        fresh = np.zeros(len(s), dtype=bool)
-        fresh[first_idx] = True
+        if _is_increasing(s):
+            fresh = np.ones(len(s), dtype=bool)
+        else:
+            _, first_idx = np.unique(s, return_index=True)
+            fresh = np.zeros(len(s), dtype=bool)
+            fresh[first_idx] = True
         starts = self._starts.get(producer)
         if starts is not None and len(starts):
             ends = self._ends[producer]

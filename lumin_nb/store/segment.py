@@ -31,7 +31,8 @@ COLD_DIR: Final = "cold"
 HOT_SUFFIX: Final = ".arrows"
 COLD_SUFFIX: Final = ".parquet"
 PARQUET_COMPRESSION: Final = "zstd"
-PARQUET_ROW_GROUP_ROWS: Final = 1 << 20
+#: small enough that a time window skips most row groups by their ts statistics
+PARQUET_ROW_GROUP_ROWS: Final = 1 << 16
 
 _META_ROWS: Final = b"lumin.rows"
 _META_MIN_TS: Final = b"lumin.min_ts"
