@@ -78,13 +78,19 @@ typedef struct {
     uint64_t tid;
     int ignored;
     int in_handler;
+    int filtered; /* thread_filter() asked (lazily: at the first recorded call) */
 } ThreadState;
 
 /* ---- global state (guarded by the GIL) ----------------------------------------------- */
 
 static Py_ssize_t extra_index = -1;
 static pthread_key_t tls_key;
+#if defined(__GNUC__) || defined(__clang__)
+/* initial-exec: one TLS load instead of a __tls_get_addr call on every event */
+static _Thread_local ThreadState *tls __attribute__((tls_model("initial-exec"))) = NULL;
+#else
 static _Thread_local ThreadState *tls = NULL;
+#endif
 
 static int active = 0;
 static uint64_t session = 0;
@@ -99,7 +105,9 @@ static uint64_t ring_cap = 0;
 static uint64_t ring_head = 0; /* next write */
 static uint64_t ring_tail = 0; /* next read */
 static uint64_t ring_w = 0;    /* ring_head % ring_cap, kept without a division */
+static int taking = 0;         /* take_columns() is copying without the GIL */
 
+static uint64_t n_starts = 0; /* PY_START events seen (DISABLE makes them stop) */
 static uint64_t n_recorded = 0;
 static uint64_t n_dropped = 0;
 static uint64_t n_suspended_dropped = 0;
@@ -206,19 +214,7 @@ thread_state(void)
         t->depth = 0;
         t->ignored = 0;
         t->in_handler = 0;
-        if (thread_filter != NULL) {
-            t->in_handler = 1;
-            PyObject *r = PyObject_CallNoArgs(thread_filter);
-            t->in_handler = 0;
-            if (r == NULL) {
-                PyErr_Clear();
-                n_handler_errors++;
-            }
-            else {
-                t->ignored = PyObject_IsTrue(r) == 1;
-                Py_DECREF(r);
-            }
-        }
+        t->filtered = 0;
     }
     return t;
 }
@@ -377,6 +373,7 @@ cb_py_start(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (!active || nargs < 1) {
         RETURN_NONE_FAST;
     }
+    n_starts++;
     PyObject *code = args[0];
     ThreadState *t = thread_state();
     if (t == NULL || t->ignored) {
@@ -425,6 +422,26 @@ cb_py_start(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     }
     if (t->in_handler) {
         RETURN_NONE_FAST;
+    }
+    if (!t->filtered) {
+        /* asked here, not at the thread's first event: by now threading knows the thread */
+        t->filtered = 1;
+        if (thread_filter != NULL) {
+            t->in_handler = 1;
+            PyObject *r = PyObject_CallNoArgs(thread_filter);
+            t->in_handler = 0;
+            if (r == NULL) {
+                PyErr_Clear();
+                n_handler_errors++;
+            }
+            else {
+                t->ignored = PyObject_IsTrue(r) == 1;
+                Py_DECREF(r);
+            }
+        }
+        if (t->ignored) {
+            RETURN_NONE_FAST;
+        }
     }
     Entry *e = push(t);
     if (e == NULL) {
@@ -609,6 +626,13 @@ cb_exception_handled(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     return exception_event(args, nargs, 1);
 }
 
+/* A callback that does nothing: the floor of sys.monitoring's own cost, for benchmarks. */
+static PyObject *
+cb_noop(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    RETURN_NONE_FAST;
+}
+
 /* ---- control ------------------------------------------------------------------------- */
 
 static void
@@ -634,6 +658,10 @@ ct_install(PyObject *self, PyObject *args, PyObject *kwargs)
                                      &capacity, &rate, &seed)) {
         return NULL;
     }
+    if (taking) {
+        PyErr_SetString(PyExc_RuntimeError, "a drain is copying the buffer; try again");
+        return NULL;
+    }
     if (capacity == 0) {
         PyErr_SetString(PyExc_ValueError, "capacity must be positive");
         return NULL;
@@ -647,7 +675,7 @@ ct_install(PyObject *self, PyObject *args, PyObject *kwargs)
     ring = buf;
     ring_cap = capacity;
     ring_head = ring_tail = ring_w = 0;
-    n_recorded = n_dropped = n_suspended_dropped = n_handler_errors = 0;
+    n_starts = n_recorded = n_dropped = n_suspended_dropped = n_handler_errors = 0;
     decide = Py_NewRef(dec);
     on_exception = Py_NewRef(exc);
     thread_filter = filt == Py_None ? NULL : Py_NewRef(filt);
@@ -671,7 +699,7 @@ ct_install(PyObject *self, PyObject *args, PyObject *kwargs)
     Py_RETURN_NONE;
 }
 
-/* Stop recording; records still in the buffer stay readable by take() until install(). */
+/* Stop recording; records in the buffer stay readable by take_columns() until install(). */
 static PyObject *
 ct_uninstall(PyObject *self, PyObject *unused)
 {
@@ -706,32 +734,116 @@ ct_set_block(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
-/* Return the records written since the last take() as bytes (Record layout). */
-static PyObject *
-ct_take(PyObject *self, PyObject *unused)
+static inline uint64_t
+be64(uint64_t x)
 {
-    uint64_t n = ring_head - ring_tail;
-    PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(n * sizeof(Record)));
-    if (out == NULL) {
-        return NULL;
+#if defined(__GNUC__) || defined(__clang__)
+    return __builtin_bswap64(x);
+#else
+    uint64_t r = 0;
+    for (int i = 0; i < 8; i++) {
+        r = (r << 8) | ((x >> (8 * i)) & 0xFF);
     }
-    if (n) {
-        char *dst = PyBytes_AS_STRING(out);
-        uint64_t start = ring_tail % ring_cap;
-        uint64_t first = n < ring_cap - start ? n : ring_cap - start;
-        memcpy(dst, &ring[start], first * sizeof(Record));
-        if (first < n) {
-            memcpy(dst + first * sizeof(Record), ring, (n - first) * sizeof(Record));
+    return r;
+#endif
+}
+
+/* Split records [from, from + n) of the ring into column buffers (no Python calls: the
+ * caller has released the GIL; the writers never touch this range until ring_tail moves). */
+static void
+fill_columns(uint64_t from, uint64_t n, char **cols, uint64_t *null_count)
+{
+    int64_t *ts = (int64_t *)cols[0];
+    int64_t *dur = (int64_t *)cols[1];
+    uint64_t *code = (uint64_t *)cols[2];
+    uint64_t *span = (uint64_t *)cols[3];
+    uint64_t *parent = (uint64_t *)cols[4];
+    uint8_t *valid = (uint8_t *)cols[5];
+    uint64_t *trace = (uint64_t *)cols[6];
+    int64_t *tid = (int64_t *)cols[7];
+    uint64_t *eid = (uint64_t *)cols[8];
+    uint32_t *flags = (uint32_t *)cols[9];
+    int64_t *act = (int64_t *)cols[10];
+    uint32_t *susp_n = (uint32_t *)cols[11];
+    uint64_t nulls = 0;
+    memset(valid, 0, (size_t)((n + 7) / 8));
+    uint64_t k = from % ring_cap;
+    for (uint64_t i = 0; i < n; i++) {
+        const Record *r = &ring[k];
+        if (++k == ring_cap) {
+            k = 0;
         }
-        ring_tail = ring_head;
+        ts[i] = r->ts_ns;
+        dur[i] = r->duration_ns;
+        code[i] = r->code;
+        span[i] = be64(r->span_id);
+        parent[i] = be64(r->parent_span_id);
+        if (r->parent_span_id) {
+            valid[i >> 3] |= (uint8_t)(1u << (i & 7));
+        }
+        else {
+            nulls++;
+        }
+        trace[2 * i] = be64(r->trace_hi);
+        trace[2 * i + 1] = be64(r->trace_lo);
+        tid[i] = (int64_t)r->tid;
+        /* UUIDv7: 48-bit ms, version 7, 12 bits of sub-ms, variant 10, then 62 bits of the
+         * span id (unique in the process, random base across processes). */
+        uint64_t t = r->ts_ns > 0 ? (uint64_t)r->ts_ns : 0;
+        uint64_t ms = t / 1000000u;
+        uint64_t frac = ((t % 1000000u) * 4096u) / 1000000u;
+        eid[2 * i] = be64((ms << 16) | 0x7000u | (frac & 0x0FFFu));
+        eid[2 * i + 1] = be64((r->span_id & 0x3FFFFFFFFFFFFFFFull) | 0x8000000000000000ull);
+        flags[i] = r->flags;
+        act[i] = r->active_ns;
+        susp_n[i] = r->suspensions;
     }
+    *null_count = nulls;
+}
+
+/* Return the records written since the last call as columns, or None when there are none:
+ * (n, ts, duration_ns, code, span_id, parent_span_id, parent_valid, parent_nulls, trace_id,
+ *  tid, event_id, flags, active_ns, suspensions); ids are big-endian bytes. The copy runs
+ * with the GIL released so the traced program keeps running. */
+static PyObject *
+ct_take_columns(PyObject *self, PyObject *unused)
+{
+    if (ring == NULL || ring_head == ring_tail || taking) {
+        Py_RETURN_NONE;
+    }
+    uint64_t from = ring_tail;
+    uint64_t n = ring_head - ring_tail;
+    static const size_t width[12] = {8, 8, 8, 8, 8, 0, 16, 8, 16, 4, 8, 4};
+    PyObject *bufs[12] = {NULL};
+    char *cols[12];
+    for (int c = 0; c < 12; c++) {
+        size_t size = c == 5 ? (size_t)((n + 7) / 8) : (size_t)n * width[c];
+        bufs[c] = PyByteArray_FromStringAndSize(NULL, (Py_ssize_t)size);
+        if (bufs[c] == NULL) {
+            for (int j = 0; j < c; j++) {
+                Py_DECREF(bufs[j]);
+            }
+            return NULL;
+        }
+        cols[c] = PyByteArray_AS_STRING(bufs[c]);
+    }
+    uint64_t nulls = 0;
+    taking = 1;
+    Py_BEGIN_ALLOW_THREADS
+    fill_columns(from, n, cols, &nulls);
+    Py_END_ALLOW_THREADS
+    taking = 0;
+    ring_tail = from + n;
+    PyObject *out = Py_BuildValue("(KNNNNNNKNNNNNN)", (unsigned long long)n, bufs[0], bufs[1],
+                                  bufs[2], bufs[3], bufs[4], bufs[5], (unsigned long long)nulls,
+                                  bufs[6], bufs[7], bufs[8], bufs[9], bufs[10], bufs[11]);
     return out;
 }
 
 static PyObject *
 ct_counts(PyObject *self, PyObject *unused)
 {
-    return Py_BuildValue("{sKsKsKsKsn}", "recorded", (unsigned long long)n_recorded, "dropped",
+    return Py_BuildValue("{sKsKsKsKsKsn}", "starts", (unsigned long long)n_starts, "recorded", (unsigned long long)n_recorded, "dropped",
                          (unsigned long long)n_dropped, "suspended_dropped",
                          (unsigned long long)n_suspended_dropped, "handler_errors",
                          (unsigned long long)n_handler_errors, "suspended",
@@ -744,6 +856,7 @@ ct_ignore_thread(PyObject *self, PyObject *unused)
     ThreadState *t = thread_state();
     if (t != NULL) {
         t->ignored = 1;
+        t->filtered = 1;
     }
     Py_RETURN_NONE;
 }
@@ -766,12 +879,15 @@ static PyMethodDef ctracer_methods[] = {
     {"raise_", (PyCFunction)(void (*)(void))cb_raise, METH_FASTCALL, "RAISE callback."},
     {"exception_handled", (PyCFunction)(void (*)(void))cb_exception_handled, METH_FASTCALL,
      "EXCEPTION_HANDLED callback."},
+    {"noop", (PyCFunction)(void (*)(void))cb_noop, METH_FASTCALL,
+     "A callback that does nothing (benchmark floor)."},
     {"install", (PyCFunction)(void (*)(void))ct_install, METH_VARARGS | METH_KEYWORDS,
      "Allocate the ring buffer and start a recording session."},
-    {"uninstall", ct_uninstall, METH_NOARGS, "End the session; take() still works."},
+    {"uninstall", ct_uninstall, METH_NOARGS, "End the session; take_columns() still works."},
     {"set_generation", ct_set_generation, METH_O, "Invalidate every cached decision."},
     {"set_block", ct_set_block, METH_VARARGS, "Set the active trace() block (0 for none)."},
-    {"take", ct_take, METH_NOARGS, "Records since the last take(), as bytes."},
+    {"take_columns", ct_take_columns, METH_NOARGS,
+     "Records since the last call, as column buffers (GIL released while copying)."},
     {"counts", ct_counts, METH_NOARGS, "Counters of the session."},
     {"ignore_thread", ct_ignore_thread, METH_NOARGS, "Never trace the calling thread."},
     {"new_span_id", ct_new_span_id, METH_NOARGS, "A fresh span id of this process."},

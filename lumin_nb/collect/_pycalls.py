@@ -44,6 +44,42 @@ RECORD_SIZE: Final = RECORD_DTYPE.itemsize
 
 _Record = tuple[int, int, int, int, int, int, int, int, int, int, int]
 
+#: What `take_columns()` returns (see `_ctracer.take_columns`): n, then column buffers.
+Columns = tuple[Any, ...]
+
+
+def columns_from_records(recs: np.ndarray) -> Columns:
+    """Split records into the column buffers `_ctracer.take_columns` returns (numpy)."""
+    n = len(recs)
+    parent = recs["parent"]
+    valid = parent != 0
+    trace = np.empty((n, 2), dtype=">u8")
+    trace[:, 0] = recs["trace_hi"]
+    trace[:, 1] = recs["trace_lo"]
+    ts = recs["ts"].astype(np.int64)
+    t = np.maximum(ts, 0).astype(np.uint64)
+    ms = t // np.uint64(1_000_000)
+    frac = ((t % np.uint64(1_000_000)) * np.uint64(4096)) // np.uint64(1_000_000)
+    eid = np.empty((n, 2), dtype=">u8")
+    eid[:, 0] = (ms << np.uint64(16)) | np.uint64(0x7000) | (frac & np.uint64(0x0FFF))
+    eid[:, 1] = (recs["span"] & np.uint64(0x3FFFFFFFFFFFFFFF)) | np.uint64(1 << 63)
+    return (
+        n,
+        ts,
+        recs["duration"].astype(np.int64),
+        recs["code"].astype(np.uint64),
+        recs["span"].astype(">u8"),
+        parent.astype(">u8"),
+        np.packbits(valid, bitorder="little"),
+        int(n - np.count_nonzero(valid)),
+        trace,
+        recs["tid"].astype(np.int64),
+        eid,
+        recs["flags"].astype(np.uint32),
+        recs["active"].astype(np.int64),
+        recs["suspensions"].astype(np.uint32),
+    )
+
 
 class _Entry:
     __slots__ = (
@@ -80,6 +116,7 @@ class _ThreadState(threading.local):
         self.session = -1
         self.ignored = False
         self.in_handler = False
+        self.filtered = False
         self.tid = threading.get_ident()
 
 
@@ -108,7 +145,13 @@ class PyBackend:
         self._records: list[_Record] = []
         self._capacity = 0
         self._suspended: dict[int, tuple[FrameType, _Entry]] = {}
-        self._counts = {"recorded": 0, "dropped": 0, "suspended_dropped": 0, "handler_errors": 0}
+        self._counts = {
+            "starts": 0,
+            "recorded": 0,
+            "dropped": 0,
+            "suspended_dropped": 0,
+            "handler_errors": 0,
+        }
         self._span_base = 0
         self._span_counter = 0
         self._trace_base = 0
@@ -166,10 +209,12 @@ class PyBackend:
     def set_block(self, span: int, hi: int, lo: int) -> None:
         self._block = (span, hi, lo)
 
-    def take(self) -> bytes:
+    def take_columns(self) -> Columns | None:
         with self._lock:
             records, self._records = self._records, []
-        return np.array(records, dtype=RECORD_DTYPE).tobytes()
+        if not records:
+            return None
+        return columns_from_records(np.array(records, dtype=RECORD_DTYPE))
 
     def counts(self) -> dict[str, int]:
         return {**self._counts, "suspended": len(self._suspended)}
@@ -178,6 +223,7 @@ class PyBackend:
         state = self._state()
         if state is not None:
             state.ignored = True
+            state.filtered = True
 
     def new_span_id(self) -> int:
         self._span_counter += 1
@@ -192,15 +238,20 @@ class PyBackend:
             t.stack = []
             t.ignored = False
             t.in_handler = False
-            if self._thread_filter is not None:
-                t.in_handler = True
-                try:
-                    t.ignored = bool(self._thread_filter())
-                except Exception:
-                    self._counts["handler_errors"] += 1
-                finally:
-                    t.in_handler = False
+            t.filtered = False
         return t
+
+    def _filter(self, t: _ThreadState) -> None:
+        """Ask thread_filter at the first recorded call, when threading knows the thread."""
+        t.filtered = True
+        if self._thread_filter is not None:
+            t.in_handler = True
+            try:
+                t.ignored = bool(self._thread_filter())
+            except Exception:
+                self._counts["handler_errors"] += 1
+            finally:
+                t.in_handler = False
 
     def _emit(self, t: _ThreadState, e: _Entry, now: int, extra: int) -> None:
         if e.flags & F_UNSAMPLED:
@@ -208,21 +259,22 @@ class PyBackend:
         if len(self._records) >= self._capacity:
             self._counts["dropped"] += 1
             return
-        self._records.append(
-            (
-                e.start + self._epoch_offset,
-                now - e.start,
-                e.code,
-                e.span,
-                e.parent,
-                e.trace_hi,
-                e.trace_lo,
-                t.tid,
-                e.active_ns,
-                e.suspensions,
-                (e.flags & F_GENERATOR) | extra,
+        with self._lock:
+            self._records.append(
+                (
+                    e.start + self._epoch_offset,
+                    now - e.start,
+                    e.code,
+                    e.span,
+                    e.parent,
+                    e.trace_hi,
+                    e.trace_lo,
+                    t.tid,
+                    e.active_ns,
+                    e.suspensions,
+                    (e.flags & F_GENERATOR) | extra,
+                )
             )
-        )
         self._counts["recorded"] += 1
 
     @staticmethod
@@ -237,6 +289,7 @@ class PyBackend:
     def py_start(self, code: CodeType, offset: int) -> object:
         if not self._active:
             return None
+        self._counts["starts"] += 1
         t = self._state()
         if t is None or t.ignored:
             return None
@@ -261,6 +314,10 @@ class PyBackend:
             return self._disable
         if t.in_handler:
             return None
+        if not t.filtered:
+            self._filter(t)
+            if t.ignored:
+                return None
         e = _Entry()
         e.frame = sys._getframe(1)
         e.code = id(code)

@@ -14,14 +14,14 @@ Invariants:
 - `drain()` turns the records into one Arrow batch with numpy and Arrow compute, no Python
   object per call; code pointers stay valid because `_decide` keeps every recorded code
   object alive;
-- Lumin's own code and threads (named ``lumin*``, and any thread that calls `drain()`) are
-  never traced, and nothing here raises into the user's code: errors of the slow path are
-  caught and counted in `stats()`.
+- Lumin's own code and threads (named ``lumin*``) are never traced, and nothing here raises
+  into the user's code: errors of the slow path are caught and counted in `stats()`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import itertools
 import json
 import os
@@ -35,18 +35,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from types import CodeType, ModuleType
-from typing import Final, Protocol, cast
+from typing import Any, Final, Protocol, cast
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from lumin_nb.collect._pycalls import (
-    F_GENERATOR,
-    F_UNWOUND,
-    RECORD_DTYPE,
-    PyBackend,
-)
+from lumin_nb.collect._pycalls import F_GENERATOR, F_UNWOUND, Columns, PyBackend
 from lumin_nb.errors import LuminError
 from lumin_nb.event import (
     SEVERITY_ERROR,
@@ -58,7 +53,7 @@ from lumin_nb.event import (
 
 _native: ModuleType | None
 try:
-    from lumin_nb.collect import _ctracer as _native
+    _native = importlib.import_module("lumin_nb.collect._ctracer")
 except ImportError:  # not built: the Python backend takes over
     _native = None
 
@@ -113,8 +108,6 @@ class TracerBusyError(LuminError, RuntimeError):
 class _Backend(Protocol):
     """What `_ctracer` and `_pycalls.PyBackend` both provide."""
 
-    RECORD_SIZE: int
-
     def install(
         self,
         decide: Callable[[CodeType], int],
@@ -128,10 +121,17 @@ class _Backend(Protocol):
     def uninstall(self) -> None: ...
     def set_generation(self, generation: int) -> None: ...
     def set_block(self, span: int, hi: int, lo: int) -> None: ...
-    def take(self) -> bytes: ...
+    def take_columns(self) -> Columns | None: ...
     def counts(self) -> dict[str, int]: ...
     def ignore_thread(self) -> None: ...
     def new_span_id(self) -> int: ...
+    def py_start(self, code: CodeType, offset: int) -> object: ...
+    def py_return(self, code: CodeType, offset: int, retval: object) -> object: ...
+    def py_yield(self, code: CodeType, offset: int, retval: object) -> object: ...
+    def py_resume(self, code: CodeType, offset: int, *exc: object) -> object: ...
+    def py_unwind(self, code: CodeType, offset: int, exc: BaseException) -> object: ...
+    def raise_(self, code: CodeType, offset: int, exc: BaseException) -> object: ...
+    def exception_handled(self, code: CodeType, offset: int, exc: BaseException) -> object: ...
 
 
 @dataclass
@@ -212,18 +212,16 @@ def _split_trace(trace_id: bytes) -> tuple[int, int]:
     return int.from_bytes(trace_id[:8], "big"), int.from_bytes(trace_id[8:], "big")
 
 
-def _fixed_binary(values: np.ndarray, width: int, valid: np.ndarray | None = None) -> pa.Array:
-    """Big-endian fixed-size binary from uint64 columns ((n,) for 8 bytes, (n, 2) for 16)."""
-    data = np.ascontiguousarray(values, dtype=">u8")
-    n = data.shape[0]
-    bitmap = None
-    null_count = 0
-    if valid is not None and not valid.all():
-        bitmap = pa.py_buffer(np.packbits(valid, bitorder="little").tobytes())
-        null_count = int(n - np.count_nonzero(valid))
+def _binary(data: Any, width: int, n: int, valid: Any = None, nulls: int = 0) -> pa.Array:
+    """Fixed-size binary over a buffer of n big-endian ids (zero copy)."""
+    bitmap = pa.py_buffer(valid) if valid is not None and nulls else None
     return pa.FixedSizeBinaryArray.from_buffers(
-        pa.binary(width), n, [bitmap, pa.py_buffer(data.tobytes())], null_count=null_count
+        pa.binary(width), n, [bitmap, pa.py_buffer(data)], null_count=nulls if bitmap else 0
     )
+
+
+def _numbers(data: Any, dtype: type[np.generic]) -> np.ndarray:
+    return np.frombuffer(data, dtype=dtype)
 
 
 def _attrs(flags: np.ndarray, active_ns: np.ndarray, suspensions: np.ndarray) -> pa.Array:
@@ -307,7 +305,7 @@ class CallTracer:
         self._modules = _ModuleMap()
         self._blocks: list[TraceBlock] = []
         self._events = EventBuilder(max_events=max(1024, min(buffer_records, 200_000)))
-        self._pending: list[bytes] = []
+        self._pending: list[pa.RecordBatch] = []
         self._last_raised = threading.local()
         self._base_counts: dict[str, int] = {}
         self._pid = os.getpid()
@@ -343,10 +341,12 @@ class CallTracer:
             self._tool_id = tool
             if self.is_native:
                 _native_owner = self
-            self._entities.clear()
+            backend = self._backend
+            leftover = backend.take_columns()  # the last session's records, before install
+            if leftover is not None:
+                self._pending.append(self._calls_batch(leftover))
             self._has_local.clear()
             self._watched.clear()
-            backend = self._backend
             backend.install(
                 self._decide,
                 self._on_exception,
@@ -359,14 +359,14 @@ class CallTracer:
             self._new_generation()
             ev = mon.events
             callbacks: dict[int, Callable[..., object]] = {
-                ev.PY_START: backend.py_start,  # type: ignore[attr-defined]  # both backends
-                ev.PY_RETURN: backend.py_return,  # type: ignore[attr-defined]
-                ev.PY_YIELD: backend.py_yield,  # type: ignore[attr-defined]
-                ev.PY_RESUME: backend.py_resume,  # type: ignore[attr-defined]
-                ev.PY_THROW: backend.py_resume,  # type: ignore[attr-defined]
-                ev.PY_UNWIND: backend.py_unwind,  # type: ignore[attr-defined]
-                ev.RAISE: backend.raise_,  # type: ignore[attr-defined]
-                ev.EXCEPTION_HANDLED: backend.exception_handled,  # type: ignore[attr-defined]
+                ev.PY_START: backend.py_start,
+                ev.PY_RETURN: backend.py_return,
+                ev.PY_YIELD: backend.py_yield,
+                ev.PY_RESUME: backend.py_resume,
+                ev.PY_THROW: backend.py_resume,
+                ev.PY_UNWIND: backend.py_unwind,
+                ev.RAISE: backend.raise_,
+                ev.EXCEPTION_HANDLED: backend.exception_handled,
             }
             for event, callback in callbacks.items():
                 mon.register_callback(tool, event, callback)
@@ -401,13 +401,17 @@ class CallTracer:
                 mon.register_callback(tool, event, None)
             mon.free_tool_id(tool)
             self._tool_id = None
-            self._pending.append(self._backend.take())
             for key, value in self._backend.counts().items():
                 self._base_counts[key] = self._base_counts.get(key, 0) + value
             self._backend.uninstall()
             self._last_raised = threading.local()
             if _native_owner is self:
                 _native_owner = None
+
+    def ignore_current_thread(self) -> None:
+        """Never trace the calling thread in this session (threads named ``lumin*`` never are)."""
+        if self._tool_id is not None:
+            self._backend.ignore_thread()
 
     # ---- what is recorded --------------------------------------------------------------
 
@@ -627,20 +631,18 @@ class CallTracer:
     # ---- output ------------------------------------------------------------------------
 
     def drain(self) -> pa.RecordBatch | None:
-        """Return the calls and exceptions recorded since the last drain (None when none).
+        """Return the calls, exceptions and trace() spans recorded since the last drain.
 
-        The calling thread is never traced afterwards (it is Lumin's drain thread).
+        None when there are none. Call it every ~100 ms from a thread named ``lumin-*`` (never
+        traced) so the ring buffer does not overflow; it copies the buffer with the GIL
+        released and builds the batch with a few vectorised Arrow operations.
         """
         backend = self._backend
-        if self._tool_id is not None:
-            backend.ignore_thread()
         with self._lock:
-            raw = [*self._pending, backend.take()]
-            self._pending = []
-        data = b"".join(raw) if len(raw) > 1 else raw[0]
-        batches: list[pa.RecordBatch] = []
-        if data:
-            batches.append(self._calls_batch(np.frombuffer(data, dtype=RECORD_DTYPE)))
+            batches, self._pending = self._pending, []
+            columns = backend.take_columns()
+        if columns is not None:
+            batches.append(self._calls_batch(columns))
         others = self._events.build()
         if others is not None:
             batches.append(others)
@@ -651,34 +653,32 @@ class CallTracer:
         table = pa.Table.from_batches(batches).unify_dictionaries().combine_chunks()
         return table.to_batches()[0]
 
-    def _calls_batch(self, recs: np.ndarray) -> pa.RecordBatch:
-        n = len(recs)
-        encoded = pc.dictionary_encode(pa.array(recs["code"]))
+    def _calls_batch(self, columns: Columns) -> pa.RecordBatch:
+        (n, ts, duration, code, span, parent, valid, nulls, trace, tid, eid, flags, active,
+         suspensions) = columns  # fmt: skip
+        encoded = pc.dictionary_encode(pa.array(_numbers(code, np.uint64)))
         entities = self._entities
         names = [entities[c][1] if c in entities else "?" for c in encoded.dictionary.to_pylist()]
         entity = pa.DictionaryArray.from_arrays(
             encoded.indices.cast(pa.int32()), pa.array(names, pa.string())
         )
-        parent = recs["parent"]
-        trace = np.empty((n, 2), dtype=">u8")
-        trace[:, 0] = recs["trace_hi"]
-        trace[:, 1] = recs["trace_lo"]
         return batch_from_columns(
             n,
-            ts=np.ascontiguousarray(recs["ts"]),
-            duration_ns=np.ascontiguousarray(recs["duration"]),
+            event_id=_binary(eid, 16, n),
+            ts=pa.array(_numbers(ts, np.int64)),
+            duration_ns=pa.array(_numbers(duration, np.int64)),
             kind="call",
             source_type="runtime",
             pid=self._pid,
-            tid=recs["tid"].astype(np.int64),
-            trace_id=_fixed_binary(trace, 16),
-            span_id=_fixed_binary(recs["span"], 8),
-            parent_span_id=_fixed_binary(parent, 8, valid=parent != 0),
+            tid=pa.array(_numbers(tid, np.int64)),
+            trace_id=_binary(trace, 16, n),
+            span_id=_binary(span, 8, n),
+            parent_span_id=_binary(parent, 8, n, valid, nulls),
             entity=entity,
             attrs=_attrs(
-                np.ascontiguousarray(recs["flags"]),
-                np.ascontiguousarray(recs["active"]),
-                np.ascontiguousarray(recs["suspensions"]),
+                _numbers(flags, np.uint32),
+                _numbers(active, np.int64),
+                _numbers(suspensions, np.uint32),
             ),
         )
 
@@ -702,6 +702,7 @@ class CallTracer:
             "dropped": sum(reasons.values()),
             "dropped_reason": reasons,
             "handler_errors": counts.get("handler_errors", 0),
+            "starts": counts.get("starts", 0),
             "watched_code_objects": len(self._watched),
             "patterns": list(self._patterns),
         }

@@ -1,0 +1,194 @@
+"""Overhead of Lumin's call tracer against the bare workload, cProfile and VizTracer.
+
+Usage: ``python benchmarks/bench_tracer.py [--quick]``. Each variant runs in a fresh
+subprocess (best of 3, or 1 with --quick) on `workloads.run()`, a pure-Python workload of
+recursion and method calls. The "watching" variants record every call of the workload while
+a background thread drains the tracer every 100 ms (as the observatory does), and check that
+the number of recorded call events equals the number of calls made.
+
+Prints a markdown table and writes benchmarks/results/tracer.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results" / "tracer.json"
+
+VARIANTS: dict[str, str] = {
+    "plain": "the workload alone",
+    "lumin idle": "lumin tracer started, watching nothing",
+    "lumin watching (native)": "every call recorded, drained every 100 ms",
+    "lumin watching (python fallback)": "the same with the pure-Python backend",
+    "cProfile": "cProfile.Profile enabled",
+    "VizTracer": "viztracer.VizTracer started (not saved)",
+}
+
+
+def _drain_loop(tracer: Any, stop: threading.Event, counts: dict[str, int]) -> None:
+    import pyarrow.compute as pc
+
+    while True:
+        done = stop.wait(0.1)
+        batch = tracer.drain()
+        if batch is not None:
+            counts["calls"] += int(pc.sum(pc.equal(batch.column("kind"), "call")).as_py() or 0)
+            counts["batches"] += 1
+        if done:
+            return
+
+
+def _warm_up_arrow() -> None:
+    """Do the one-time imports a running observatory has already done (pyarrow's pandas shim)."""
+    import numpy as np
+    import pyarrow as pa
+
+    pa.array(np.zeros(1))
+
+
+def child(variant: str) -> dict[str, Any]:
+    sys.path.insert(0, str(HERE))
+    import workloads
+
+    out: dict[str, Any] = {"variant": variant, "calls": workloads.expected_calls()}
+    if variant == "plain":
+        t0 = time.perf_counter()
+        workloads.run()
+        out["seconds"] = time.perf_counter() - t0
+    elif variant == "lumin idle":
+        from lumin_nb.collect.calls import CallTracer
+
+        tracer = CallTracer()
+        tracer.start()
+        t0 = time.perf_counter()
+        workloads.run()
+        out["seconds"] = time.perf_counter() - t0
+        tracer.stop()
+        out["recorded"] = tracer.stats()["recorded"]
+    elif variant.startswith("lumin watching"):
+        from lumin_nb.collect.calls import CallTracer
+
+        tracer = CallTracer(native="native" in variant)
+        tracer.watch("workloads")
+        _warm_up_arrow()
+        counts = {"calls": 0, "batches": 0}
+        stop = threading.Event()
+        drainer = threading.Thread(
+            target=_drain_loop, args=(tracer, stop, counts), name="lumin-bench-drain"
+        )
+        tracer.start()
+        drainer.start()
+        t0 = time.perf_counter()
+        workloads.run()
+        out["seconds"] = time.perf_counter() - t0
+        tracer.stop()
+        t1 = time.perf_counter()
+        stop.set()
+        drainer.join()
+        out["final_drain_s"] = time.perf_counter() - t1
+        stats = tracer.stats()
+        out.update(recorded=counts["calls"], batches=counts["batches"], stats=stats)
+        if counts["calls"] != out["calls"]:
+            raise SystemExit(
+                f"{variant}: recorded {counts['calls']} call events, expected {out['calls']} "
+                f"(dropped {stats['dropped']}: {stats['dropped_reason']})"
+            )
+    elif variant == "cProfile":
+        import cProfile
+
+        prof = cProfile.Profile()
+        prof.enable()
+        t0 = time.perf_counter()
+        workloads.run()
+        out["seconds"] = time.perf_counter() - t0
+        prof.disable()
+    elif variant == "VizTracer":
+        from viztracer import VizTracer
+
+        viz = VizTracer(verbose=0)
+        viz.start()
+        t0 = time.perf_counter()
+        workloads.run()
+        out["seconds"] = time.perf_counter() - t0
+        viz.stop()
+    else:
+        raise SystemExit(f"unknown variant {variant!r}; expected one of {list(VARIANTS)}")
+    return out
+
+
+def run_variant(variant: str, repeat: int) -> dict[str, Any]:
+    best: dict[str, Any] | None = None
+    # numpy's BLAS threads spin on a 2-core machine; no variant uses BLAS
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    for _ in range(repeat):
+        proc = subprocess.run(
+            [sys.executable, __file__, "--child", variant],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise SystemExit(f"variant {variant!r} failed:\n{proc.stdout}\n{proc.stderr}")
+        result = json.loads(proc.stdout.strip().splitlines()[-1])
+        if best is None or result["seconds"] < best["seconds"]:
+            best = result
+    assert best is not None
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="one run per variant, not 3")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--only", nargs="*", help="run only these variants")
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(args.child)))
+        return
+    repeat = 1 if args.quick else 3
+    names = args.only or list(VARIANTS)
+    results = {name: run_variant(name, repeat) for name in names}
+    plain = results.get("plain", {}).get("seconds")
+    cprof = results.get("cProfile", {}).get("seconds")
+    lines = [
+        f"workload: {results[names[0]]['calls']:,} calls; best of {repeat}; "
+        f"Python {platform.python_version()}, {os.cpu_count()} cores",
+        "",
+        "| variant | seconds | x plain | x cProfile |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, r in results.items():
+        r["x_plain"] = r["seconds"] / plain if plain else None
+        r["x_cprofile"] = r["seconds"] / cprof if cprof else None
+        xp = f"{r['x_plain']:.2f}" if r["x_plain"] else "-"
+        xc = f"{r['x_cprofile']:.2f}" if r["x_cprofile"] else "-"
+        lines.append(f"| {name} | {r['seconds']:.3f} | {xp} | {xc} |")
+    print("\n".join(lines))
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(
+        json.dumps(
+            {
+                "python": platform.python_version(),
+                "repeat": repeat,
+                "variants": VARIANTS,
+                "results": results,
+            },
+            indent=2,
+        )
+    )
+    print(f"\nwrote {RESULTS.relative_to(HERE.parent)}")
+
+
+if __name__ == "__main__":
+    main()
