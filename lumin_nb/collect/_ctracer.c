@@ -751,7 +751,7 @@ be64(uint64_t x)
 /* Split records [from, from + n) of the ring into column buffers (no Python calls: the
  * caller has released the GIL; the writers never touch this range until ring_tail moves). */
 static void
-fill_columns(uint64_t from, uint64_t n, char **cols, uint64_t *null_count)
+fill_columns(uint64_t from, uint64_t n, char **cols, uint64_t *null_count, uint64_t *flagged)
 {
     int64_t *ts = (int64_t *)cols[0];
     int64_t *dur = (int64_t *)cols[1];
@@ -766,6 +766,7 @@ fill_columns(uint64_t from, uint64_t n, char **cols, uint64_t *null_count)
     int64_t *act = (int64_t *)cols[10];
     uint32_t *susp_n = (uint32_t *)cols[11];
     uint64_t nulls = 0;
+    uint64_t with_flags = 0;
     memset(valid, 0, (size_t)((n + 7) / 8));
     uint64_t k = from % ring_cap;
     for (uint64_t i = 0; i < n; i++) {
@@ -795,15 +796,17 @@ fill_columns(uint64_t from, uint64_t n, char **cols, uint64_t *null_count)
         eid[2 * i] = be64((ms << 16) | 0x7000u | (frac & 0x0FFFu));
         eid[2 * i + 1] = be64((r->span_id & 0x3FFFFFFFFFFFFFFFull) | 0x8000000000000000ull);
         flags[i] = r->flags;
+        with_flags += r->flags != 0;
         act[i] = r->active_ns;
         susp_n[i] = r->suspensions;
     }
     *null_count = nulls;
+    *flagged = with_flags;
 }
 
 /* Return the records written since the last call as columns, or None when there are none:
  * (n, ts, duration_ns, code, span_id, parent_span_id, parent_valid, parent_nulls, trace_id,
- *  tid, event_id, flags, active_ns, suspensions); ids are big-endian bytes. The copy runs
+ *  tid, event_id, flags, active_ns, suspensions, rows_with_flags); ids are big-endian. The copy runs
  * with the GIL released so the traced program keeps running. */
 static PyObject *
 ct_take_columns(PyObject *self, PyObject *unused)
@@ -827,16 +830,17 @@ ct_take_columns(PyObject *self, PyObject *unused)
         }
         cols[c] = PyByteArray_AS_STRING(bufs[c]);
     }
-    uint64_t nulls = 0;
+    uint64_t nulls = 0, flagged = 0;
     taking = 1;
     Py_BEGIN_ALLOW_THREADS
-    fill_columns(from, n, cols, &nulls);
+    fill_columns(from, n, cols, &nulls, &flagged);
     Py_END_ALLOW_THREADS
     taking = 0;
     ring_tail = from + n;
-    PyObject *out = Py_BuildValue("(KNNNNNNKNNNNNN)", (unsigned long long)n, bufs[0], bufs[1],
+    PyObject *out = Py_BuildValue("(KNNNNNNKNNNNNNK)", (unsigned long long)n, bufs[0], bufs[1],
                                   bufs[2], bufs[3], bufs[4], bufs[5], (unsigned long long)nulls,
-                                  bufs[6], bufs[7], bufs[8], bufs[9], bufs[10], bufs[11]);
+                                  bufs[6], bufs[7], bufs[8], bufs[9], bufs[10], bufs[11],
+                                  (unsigned long long)flagged);
     return out;
 }
 

@@ -78,6 +78,7 @@ def columns_from_records(recs: np.ndarray) -> Columns:
         recs["flags"].astype(np.uint32),
         recs["active"].astype(np.int64),
         recs["suspensions"].astype(np.uint32),
+        int(np.count_nonzero(recs["flags"])),
     )
 
 

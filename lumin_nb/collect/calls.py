@@ -224,6 +224,37 @@ def _numbers(data: Any, dtype: type[np.generic]) -> np.ndarray:
     return np.frombuffer(data, dtype=dtype)
 
 
+_TS: Final = pa.timestamp("ns", tz="UTC")
+_DICT: Final = pa.dictionary(pa.int32(), pa.string())
+_KIND_CALL: Final = pa.array(["call"], pa.string())
+_SOURCE_RUNTIME: Final = pa.array(["runtime"], pa.string())
+_zero_buffer: pa.Buffer | None = None
+
+
+def _zeros(n: int) -> pa.Buffer:
+    """A shared all-zero buffer of at least 8 * (n + 1) bytes (never written)."""
+    global _zero_buffer
+    need = 8 * (n + 1)
+    if _zero_buffer is None or _zero_buffer.size < need:
+        _zero_buffer = pa.py_buffer(bytes(max(need, 1 << 20)))
+    return _zero_buffer
+
+
+def _indices(n: int, zeros: pa.Buffer) -> pa.Array:
+    return pa.Array.from_buffers(pa.int32(), n, [None, zeros])
+
+
+def _null_column(type_: pa.DataType, n: int, zeros: pa.Buffer) -> pa.Array:
+    """An all-null column of `type_` over the shared zero buffer (no allocation)."""
+    if pa.types.is_dictionary(type_):
+        return pa.DictionaryArray.from_buffers(
+            type_, n, [zeros, zeros], dictionary=pa.array([], pa.string()), null_count=n
+        )
+    if type_ == pa.string():
+        return pa.Array.from_buffers(type_, n, [zeros, zeros, zeros], null_count=n)
+    return pa.Array.from_buffers(type_, n, [zeros, zeros], null_count=n)
+
+
 def _attrs(flags: np.ndarray, active_ns: np.ndarray, suspensions: np.ndarray) -> pa.Array:
     """JSON attrs only for rows that need them (unwound calls, generators); null elsewhere."""
     n = len(flags)
@@ -309,6 +340,7 @@ class CallTracer:
         self._last_raised = threading.local()
         self._base_counts: dict[str, int] = {}
         self._pid = os.getpid()
+        self._pids: np.ndarray | None = None
 
     # ---- lifecycle ---------------------------------------------------------------------
 
@@ -654,33 +686,60 @@ class CallTracer:
         return table.to_batches()[0]
 
     def _calls_batch(self, columns: Columns) -> pa.RecordBatch:
+        """One batch of call events from column buffers: zero copy, a few Arrow operations.
+
+        Every column is handed to `batch_from_columns` already in its schema type (the null
+        and constant ones over shared zero buffers), so it has nothing left to convert; on a
+        busy program each extra operation would wait for the GIL.
+        """
         (n, ts, duration, code, span, parent, valid, nulls, trace, tid, eid, flags, active,
-         suspensions) = columns  # fmt: skip
-        encoded = pc.dictionary_encode(pa.array(_numbers(code, np.uint64)))
+         suspensions, flagged) = columns  # fmt: skip
+        encoded = pc.dictionary_encode(
+            pa.Array.from_buffers(pa.uint64(), n, [None, pa.py_buffer(code)])
+        )
         entities = self._entities
         names = [entities[c][1] if c in entities else "?" for c in encoded.dictionary.to_pylist()]
         entity = pa.DictionaryArray.from_arrays(
             encoded.indices.cast(pa.int32()), pa.array(names, pa.string())
         )
+        zeros = _zeros(n)
+        if flagged:
+            attrs = _attrs(
+                _numbers(flags, np.uint32),
+                _numbers(active, np.int64),
+                _numbers(suspensions, np.uint32),
+            )
+        else:
+            attrs = _null_column(pa.string(), n, zeros)
         return batch_from_columns(
             n,
             event_id=_binary(eid, 16, n),
-            ts=pa.array(_numbers(ts, np.int64)),
-            duration_ns=pa.array(_numbers(duration, np.int64)),
-            kind="call",
-            source_type="runtime",
-            pid=self._pid,
-            tid=pa.array(_numbers(tid, np.int64)),
+            ts=pa.Array.from_buffers(_TS, n, [None, pa.py_buffer(ts)]),
+            duration_ns=pa.Array.from_buffers(pa.int64(), n, [None, pa.py_buffer(duration)]),
+            kind=pa.DictionaryArray.from_arrays(_indices(n, zeros), _KIND_CALL),
+            source_type=pa.DictionaryArray.from_arrays(_indices(n, zeros), _SOURCE_RUNTIME),
+            severity=pa.Array.from_buffers(pa.int8(), n, [None, zeros]),
+            service=_null_column(_DICT, n, zeros),
+            host=_null_column(_DICT, n, zeros),
+            pid=pa.Array.from_buffers(pa.int32(), n, [None, self._pid_buffer(n)]),
+            tid=pa.Array.from_buffers(pa.int64(), n, [None, pa.py_buffer(tid)]),
+            task=_null_column(pa.string(), n, zeros),
             trace_id=_binary(trace, 16, n),
             span_id=_binary(span, 8, n),
             parent_span_id=_binary(parent, 8, n, valid, nulls),
             entity=entity,
-            attrs=_attrs(
-                _numbers(flags, np.uint32),
-                _numbers(active, np.int64),
-                _numbers(suspensions, np.uint32),
-            ),
+            message=_null_column(pa.string(), n, zeros),
+            value=_null_column(pa.float64(), n, zeros),
+            attrs=attrs,
+            producer=_null_column(pa.string(), n, zeros),
+            seq=pa.Array.from_buffers(pa.int64(), n, [None, zeros]),
         )
+
+    def _pid_buffer(self, n: int) -> pa.Buffer:
+        cached = self._pids
+        if cached is None or len(cached) < n:
+            cached = self._pids = np.full(max(n, 1 << 16), self._pid, dtype=np.int32)
+        return pa.py_buffer(cached)
 
     def stats(self) -> dict[str, object]:
         """Return what the tracer did: mode, recorded, dropped (with reasons), patterns."""
