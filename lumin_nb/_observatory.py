@@ -159,10 +159,6 @@ class Observatory:
             self.runtime = RuntimeMetrics(self.builder, cfg.metrics_interval_s)
             with contextlib.suppress(RuntimeError):
                 self.runtime.watch_loop(asyncio.get_running_loop())
-            if self.runtime._loop is None:
-                with contextlib.suppress(Exception):
-                    loop = asyncio.get_event_loop_policy().get_event_loop()
-                    self.runtime.watch_loop(loop)
             self.runtime.start()
         self.manager.subscribe(self._on_config_changed)
         self.store.record(
@@ -398,7 +394,7 @@ class Observatory:
         )
         if self.builder is not None:
             dropped["buffer"] = self.builder.dropped
-        size = int(stats.get("bytes", 0))  # type: ignore[call-overload]
+        size = int(stats.get("bytes_on_disk", 0))  # type: ignore[call-overload]
         return Status(
             state="read-only" if self.read_only else ("running" if self.is_running else "stopped"),
             profile=self.config.profile,
@@ -406,7 +402,7 @@ class Observatory:
             producer=self.producer,
             collectors=collectors,
             events_per_s=round(rate, 1),
-            events_stored=stats.get("events", 0),
+            events_stored=stats.get("events_stored", 0),
             dropped=dropped,
             store=str(self.store.path),
             store_size=_human_bytes(size),
