@@ -243,7 +243,11 @@ def hex_to_binary(values: pa.Array, nbytes: int) -> pa.Array:
     """
     target = pa.binary(nbytes)
     if pa.types.is_fixed_size_binary(values.type):
-        return values.cast(target) if values.type.byte_width == nbytes else pa.nulls(len(values), target)
+        return (
+            values.cast(target)
+            if values.type.byte_width == nbytes
+            else pa.nulls(len(values), target)
+        )
     if not pa.types.is_string(values.type):
         return pa.nulls(len(values), target)
     ok = pc.fill_null(pc.match_substring_regex(values, f"^[0-9a-fA-F]{{{2 * nbytes}}}$"), False)
@@ -486,9 +490,7 @@ def reject_rows(lines: pa.Array, line_no: pa.Array, mask: pa.Array, why: str) ->
     """Return a rejected table for the rows of `lines` where `mask` is true: 'line N: why'."""
     bad_lines = lines.filter(mask)
     bad_no = line_no.filter(mask)
-    reason = pc.binary_join_element_wise(
-        "line ", bad_no.cast(pa.string()), f": {why}", ""
-    )
+    reason = pc.binary_join_element_wise("line ", bad_no.cast(pa.string()), f": {why}", "")
     return pa.table([bad_no, bad_lines, reason], schema=REJECTED_SCHEMA)
 
 

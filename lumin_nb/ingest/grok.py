@@ -146,9 +146,9 @@ def compile_grok(pattern: str, *, grok: bool = True) -> tuple[str, tuple[str, ..
     fields: list[str] = []
     regex = _expand(pattern, fields, 0, grok)
     try:
-        pc.extract_regex(pa.array([""], pa.string()), regex) if fields else pc.match_substring_regex(
+        pc.extract_regex(
             pa.array([""], pa.string()), regex
-        )
+        ) if fields else pc.match_substring_regex(pa.array([""], pa.string()), regex)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
         raise IngestError(
             f"pattern={pattern!r} is not a regular expression RE2 accepts: {err}.\n"

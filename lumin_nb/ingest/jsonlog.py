@@ -54,9 +54,7 @@ def parse_ndjson(
     return reader.result()
 
 
-def parse_json(
-    data: bytes, *, service: str | None = None, host: str | None = None
-) -> ParseResult:
+def parse_json(data: bytes, *, service: str | None = None, host: str | None = None) -> ParseResult:
     """Return the events of a JSON body: an array of objects (Vector ``json`` codec, Fluent
     Bit ``format json``), one object, or NDJSON (Vector newline_delimited framing, Fluent Bit
     ``json_lines``). In arrays, ``line_no`` of a rejected record is its 1-based index.

@@ -122,7 +122,9 @@ def _reject(lines: pa.Array, line_no: pa.Array, bad: np.ndarray) -> pa.Table:
             stop = pos + len(text[pos:]) - len(text[pos:].lstrip())
         if stop is not None:
             byte = len(text[:stop].encode())
-            what = "unterminated quoted value" if text[stop] == '"' else f"unexpected {text[stop]!r}"
+            what = (
+                "unterminated quoted value" if text[stop] == '"' else f"unexpected {text[stop]!r}"
+            )
             reasons.append(f"line {no}: not logfmt at byte {byte}: {what}")
         else:
             reasons.append(f"line {no}: no key=value pairs")
