@@ -222,7 +222,11 @@ def encode_attrs(table: pa.Table) -> pa.Array:
     assert isinstance(frame, pl.DataFrame)
     encoded = frame.select(pl.struct(pl.all()).struct.json_encode()).to_series().to_arrow()
     arr = _plain(encoded)
-    keys = "|".join(re.escape(json.dumps(k)[1:-1]) for k in table.column_names if _safe_key(k))
+    keys = "|".join(
+        re.escape(json.dumps(k)[1:-1])
+        for k in table.column_names
+        if _safe_key(k) and table.column(k).null_count
+    )
     if keys:
         # A quoted key followed by ':' only occurs structurally in JSON (quotes inside strings
         # are escaped), so these patterns cannot touch string contents.
@@ -250,14 +254,21 @@ def hex_to_binary(values: pa.Array, nbytes: int) -> pa.Array:
         )
     if not pa.types.is_string(values.type):
         return pa.nulls(len(values), target)
-    ok = pc.fill_null(pc.match_substring_regex(values, f"^[0-9a-fA-F]{{{2 * nbytes}}}$"), False)
+    ok = pc.fill_null(pc.equal(pc.binary_length(values), 2 * nbytes), False)
     good = values.filter(ok)
     k = len(good)
     if k == 0:
         return pa.nulls(len(values), target)
     offsets = np.frombuffer(good.buffers()[1], dtype=np.int32)[good.offset : good.offset + k + 1]
     data = np.frombuffer(good.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
-    nib = _HEX_LUT[data].reshape(k, 2 * nbytes)
+    nib = np.take(_HEX_LUT, data).reshape(k, 2 * nbytes)
+    is_hex = nib.max(axis=1) < 16
+    if not is_hex.all():
+        ok_np = ok.to_numpy(zero_copy_only=False).copy()
+        ok_np[np.flatnonzero(ok_np)[~is_hex]] = False
+        ok = pa.array(ok_np)
+        nib = nib[is_hex]
+        k = len(nib)
     raw = ((nib[:, 0::2] << 4) | nib[:, 1::2]).astype(np.uint8)
     nonzero = raw.any(axis=1)
     fixed = pa.FixedSizeBinaryArray.from_buffers(target, k, [None, pa.py_buffer(raw.tobytes())])
@@ -268,10 +279,9 @@ def hex_to_binary(values: pa.Array, nbytes: int) -> pa.Array:
     return pc.take(fixed, pa.array(index, mask=index < 0))
 
 
-_HEX_LUT: Final = np.zeros(256, dtype=np.uint8)
+_HEX_LUT: Final = np.full(256, 255, dtype=np.uint8)  # 255: not a hex digit
 for _i, _c in enumerate("0123456789abcdef"):
-    _HEX_LUT[ord(_c)] = _i
-    _HEX_LUT[ord(_c.upper())] = _i
+    _HEX_LUT[ord(_c)] = _HEX_LUT[ord(_c.upper())] = _i
 
 
 def parse_timestamps(values: pa.Array, *, year: int | None = None) -> pa.Array:
@@ -285,6 +295,10 @@ def parse_timestamps(values: pa.Array, *, year: int | None = None) -> pa.Array:
     values = _plain(values)
     if not pa.types.is_string(values.type):
         return pa.nulls(len(values), target)
+    try:
+        return values.cast(target)  # fast path: every value is RFC 3339 with an offset
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
     out = pa.nulls(len(values), target)
     iso = pc.fill_null(pc.match_substring_regex(values, _ISO_RE), False)
     if pc.any(iso).as_py():

@@ -100,8 +100,14 @@ def _parse_array_slowly(data: bytes, reader: _Reader) -> None:
 
 
 def _read(data: bytes) -> pa.Table:
-    block = max(1 << 20, len(data) // 2 + 1)
-    opts = pajson.ReadOptions(block_size=block, use_threads=len(data) > (1 << 20))
+    opts = pajson.ReadOptions(block_size=1 << 20, use_threads=len(data) > (1 << 20))
+    try:
+        return pajson.read_json(io.BytesIO(data), read_options=opts, parse_options=_PARSE)
+    except pa.ArrowInvalid as err:
+        if "straddling" not in str(err) or len(data) < (1 << 20):
+            raise
+    # a line longer than a block: read the body as one block
+    opts = pajson.ReadOptions(block_size=len(data) + 1, use_threads=False)
     return pajson.read_json(io.BytesIO(data), read_options=opts, parse_options=_PARSE)
 
 

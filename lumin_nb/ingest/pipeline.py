@@ -217,8 +217,6 @@ class Pipeline:
         else:
             good, dropped = sample(good, self.sample_rate, slow_ns=self.slow_ns)
         accepted = good.num_rows
-        if counts:
-            good = concat_batches([good, self._redaction_metrics(counts)])
         with self._lock:
             self.totals["accepted"] += accepted
             self.totals["rejected"] += rejected.num_rows
@@ -228,8 +226,9 @@ class Pipeline:
                 self.totals[key] = self.totals.get(key, 0) + n
         if good.num_rows:
             self._add(good)
-        else:
-            self.poll()
+        if counts:
+            self._add(self._redaction_metrics(counts))
+        self.poll()
         return PipelineResult(accepted, rejected, counts, dropped)
 
     def validate(self, batch: pa.RecordBatch) -> tuple[pa.RecordBatch, pa.Table]:
@@ -316,7 +315,6 @@ class Pipeline:
             self._pending_rows += batch.num_rows
             if self._pending_since is None:
                 self._pending_since = self._clock()
-        self.poll()
 
     def poll(self) -> int:
         """Flush when enough rows are pending or the oldest is old enough; return rows sent."""
@@ -333,12 +331,24 @@ class Pipeline:
             pending, self._pending = self._pending, []
             self._pending_rows = 0
             self._pending_since = None
-        if not pending:
-            return 0
-        batch = concat_batches(pending)
-        if self.sink is not None:
-            self.sink(batch)
-        return int(batch.num_rows)
+        # Coalesce runs of small batches; a large batch goes on alone (no copy).
+        small = max(1, self.max_batch_rows // 4)
+        out: list[pa.RecordBatch] = []
+        run: list[pa.RecordBatch] = []
+        for batch in pending:
+            if batch.num_rows >= small:
+                if run:
+                    out.append(concat_batches(run))
+                    run = []
+                out.append(batch)
+            else:
+                run.append(batch)
+        if run:
+            out.append(concat_batches(run))
+        for batch in out:
+            if self.sink is not None:
+                self.sink(batch)
+        return sum(int(b.num_rows) for b in out)
 
     @property
     def pending_rows(self) -> int:
