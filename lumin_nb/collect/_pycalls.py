@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from array import array
 from collections.abc import Callable
 from types import CodeType, FrameType
 from typing import Any, Final
@@ -41,8 +42,7 @@ RECORD_DTYPE: Final = np.dtype(
     ]
 )
 RECORD_SIZE: Final = RECORD_DTYPE.itemsize
-
-_Record = tuple[int, int, int, int, int, int, int, int, int, int, int]
+_WORDS: Final = RECORD_SIZE // 8
 
 #: What `take_columns()` returns (see `_ctracer.take_columns`): n, then column buffers.
 Columns = tuple[Any, ...]
@@ -82,38 +82,13 @@ def columns_from_records(recs: np.ndarray) -> Columns:
     )
 
 
-class _Entry:
-    __slots__ = (
-        "active_ns",
-        "code",
-        "flags",
-        "frame",
-        "parent",
-        "resumed",
-        "span",
-        "start",
-        "suspensions",
-        "trace_hi",
-        "trace_lo",
-    )
-
-    def __init__(self) -> None:
-        self.frame: FrameType | None = None
-        self.code = 0
-        self.start = 0
-        self.resumed = 0
-        self.active_ns = 0
-        self.span = 0
-        self.parent = 0
-        self.trace_hi = 0
-        self.trace_lo = 0
-        self.suspensions = 0
-        self.flags = 0
+# An entry is a list (cheaper than an object on this path), indexed by these constants.
+_CODE, _START, _SPAN, _PARENT, _HI, _LO, _FLAGS, _ACTIVE, _RESUMED, _SUSP, _FRAME = range(11)
 
 
 class _ThreadState(threading.local):
     def __init__(self) -> None:
-        self.stack: list[_Entry] = []
+        self.stack: list[list[Any]] = []
         self.session = -1
         self.ignored = False
         self.in_handler = False
@@ -129,7 +104,12 @@ def _splitmix(x: int) -> int:
 
 
 class PyBackend:
-    """The call tracer's callbacks and buffer, in Python."""
+    """The call tracer's callbacks and buffer, in Python.
+
+    Returns match their call by code object (calls nest, so the innermost entry of that code
+    is the one returning); only generators and coroutines, parked between yields, are keyed
+    by their frame.
+    """
 
     RECORD_SIZE: Final = RECORD_SIZE
 
@@ -143,9 +123,9 @@ class PyBackend:
         self._on_exception: Callable[..., object] | None = None
         self._thread_filter: Callable[[], bool] | None = None
         self._disable: Any = None
-        self._records: list[_Record] = []
+        self._records = array("Q")  # RECORD_DTYPE rows, 10 words each (flags<<32 | susp)
         self._capacity = 0
-        self._suspended: dict[int, tuple[FrameType, _Entry]] = {}
+        self._suspended: dict[int, tuple[FrameType, list[Any]]] = {}
         self._counts = {
             "starts": 0,
             "recorded": 0,
@@ -180,7 +160,7 @@ class PyBackend:
         self._thread_filter = thread_filter
         self._disable = disable
         self._capacity = capacity
-        self._records = []
+        self._records = array("Q")
         self._suspended = {}
         self._decisions = {}
         self._counts = dict.fromkeys(self._counts, 0)
@@ -211,20 +191,21 @@ class PyBackend:
         self._block = (span, hi, lo)
 
     def take_columns(self) -> Columns | None:
-        with self._lock:
-            records, self._records = self._records, []
-        if not records:
+        records = self._records
+        n = len(records)
+        if not n:
             return None
-        return columns_from_records(np.array(records, dtype=RECORD_DTYPE))
+        taken = records[:n]
+        del records[:n]  # appends made meanwhile land after n and stay
+        return columns_from_records(np.frombuffer(taken, dtype=RECORD_DTYPE))
 
     def counts(self) -> dict[str, int]:
         return {**self._counts, "suspended": len(self._suspended)}
 
     def ignore_thread(self) -> None:
         state = self._state()
-        if state is not None:
-            state.ignored = True
-            state.filtered = True
+        state.ignored = True
+        state.filtered = True
 
     def new_span_id(self) -> int:
         self._span_counter += 1
@@ -232,7 +213,7 @@ class PyBackend:
 
     # ---- helpers -----------------------------------------------------------------------
 
-    def _state(self) -> _ThreadState | None:
+    def _state(self) -> _ThreadState:
         t = self._tls
         if t.session != self._session:
             t.session = self._session
@@ -254,64 +235,44 @@ class PyBackend:
             finally:
                 t.in_handler = False
 
-    def _emit(self, t: _ThreadState, e: _Entry, now: int, extra: int) -> None:
-        if e.flags & F_UNSAMPLED:
-            return
-        if len(self._records) >= self._capacity:
-            self._counts["dropped"] += 1
-            return
-        with self._lock:
-            self._records.append(
-                (
-                    e.start + self._epoch_offset,
-                    now - e.start,
-                    e.code,
-                    e.span,
-                    e.parent,
-                    e.trace_hi,
-                    e.trace_lo,
-                    t.tid,
-                    e.active_ns,
-                    e.suspensions,
-                    (e.flags & F_GENERATOR) | extra,
-                )
-            )
-        self._counts["recorded"] += 1
-
-    @staticmethod
-    def _find(stack: list[_Entry], frame: FrameType) -> int:
-        for i in range(len(stack) - 1, -1, -1):
-            if stack[i].frame is frame:
-                return i
-        return -1
+    def _decide_flags(self, t: _ThreadState, code: CodeType) -> int | None:
+        """Classify `code` (slow path, once per code object and generation)."""
+        if t.in_handler or self._decide is None:
+            return None
+        t.in_handler = True
+        try:
+            flags = int(self._decide(code)) & 3
+        except Exception:
+            self._counts["handler_errors"] += 1
+            flags = 0
+        finally:
+            t.in_handler = False
+        if not self._active:
+            return None
+        self._decisions[code] = (self._generation, flags)
+        return flags
 
     # ---- the callbacks -----------------------------------------------------------------
 
     def py_start(self, code: CodeType, offset: int) -> object:
         if not self._active:
             return None
-        self._counts["starts"] += 1
-        t = self._state()
-        if t is None or t.ignored:
+        counts = self._counts
+        counts["starts"] += 1
+        t = self._tls
+        if t.session != self._session:
+            self._state()
+        if t.ignored:
             return None
         cached = self._decisions.get(code)
         if cached is not None and cached[0] == self._generation:
             flags = cached[1]
         else:
-            if t.in_handler or self._decide is None:
+            decided = self._decide_flags(t, code)
+            if decided is None:
                 return None
-            t.in_handler = True
-            try:
-                flags = int(self._decide(code)) & 3
-            except Exception:
-                self._counts["handler_errors"] += 1
-                flags = 0
-            finally:
-                t.in_handler = False
-            if not self._active:
-                return None
-            self._decisions[code] = (self._generation, flags)
-        if flags == 0:
+            flags = decided
+        if not flags:
             return self._disable
         if t.in_handler:
             return None
@@ -319,72 +280,87 @@ class PyBackend:
             self._filter(t)
             if t.ignored:
                 return None
-        e = _Entry()
-        e.frame = sys._getframe(1)
-        e.code = id(code)
-        e.flags = F_GENERATOR if code.co_flags & _GEN_FLAGS else 0
-        e.span = self.new_span_id()
+        self._span_counter += 1
+        span = (self._span_base + self._span_counter) & _MASK64
         stack = t.stack
+        if code.co_flags & _GEN_FLAGS:
+            eflags, frame = F_GENERATOR, sys._getframe(1)
+        else:
+            eflags, frame = 0, None
         if stack:
             parent = stack[-1]
-            e.parent = parent.span
-            e.trace_hi = parent.trace_hi
-            e.trace_lo = parent.trace_lo
-            e.flags |= parent.flags & F_UNSAMPLED
+            e = [code, 0, span, parent[_SPAN], parent[_HI], parent[_LO],
+                 eflags | (parent[_FLAGS] & F_UNSAMPLED), 0, 0, 0, frame]  # fmt: skip
         else:
-            span, hi, lo = self._block
-            if span:
-                e.parent, e.trace_hi, e.trace_lo = span, hi, lo
-            else:
+            block_span, hi, lo = self._block
+            if not block_span:
                 self._trace_counter += 1
-                e.trace_hi = self._trace_base
-                e.trace_lo = _splitmix(self._trace_base ^ self._trace_counter)
+                hi = self._trace_base
+                lo = _splitmix(hi ^ self._trace_counter)
             if self._sample_rate < 1.0 and self._rng.random() >= self._sample_rate:
-                e.flags |= F_UNSAMPLED
+                eflags |= F_UNSAMPLED
+            e = [code, 0, span, block_span, hi, lo, eflags, 0, 0, 0, frame]
         stack.append(e)
-        e.start = e.resumed = time.monotonic_ns()
+        e[_START] = e[_RESUMED] = time.monotonic_ns()
         return None
 
-    def _finish(self, extra: int) -> None:
+    def _finish(self, code: CodeType, extra: int) -> None:
         t = self._tls
-        if not self._active or t.session != self._session or not t.stack:
-            return
-        frame = sys._getframe(2)
         stack = t.stack
-        i = len(stack) - 1
-        if stack[i].frame is not frame:
-            i = self._find(stack, frame)
-            if i < 0:
+        if not stack or t.session != self._session:
+            return
+        e = stack[-1]
+        if e[_CODE] is code:
+            stack.pop()
+        else:
+            for i in range(len(stack) - 2, -1, -1):
+                if stack[i][_CODE] is code:
+                    e = stack[i]
+                    del stack[i:]  # entries above it left without an event: stale
+                    break
+            else:
                 return
         now = time.monotonic_ns()
-        e = stack[i]
-        if e.flags & F_GENERATOR:
-            e.active_ns += now - e.resumed
-        self._emit(t, e, now, extra)
-        del stack[i:]
+        flags = e[_FLAGS]
+        if flags & F_UNSAMPLED:
+            return
+        if flags & F_GENERATOR:
+            e[_ACTIVE] += now - e[_RESUMED]
+        records = self._records
+        if len(records) >= self._capacity * _WORDS:
+            self._counts["dropped"] += 1
+            return
+        start = e[_START]
+        records.extend(
+            (start + self._epoch_offset, now - start, id(code), e[_SPAN], e[_PARENT], e[_HI],
+             e[_LO], t.tid, e[_ACTIVE], ((flags & F_GENERATOR) | extra) << 32 | e[_SUSP])
+        )  # fmt: skip
+        self._counts["recorded"] += 1
 
     def py_return(self, code: CodeType, offset: int, retval: object) -> object:
-        self._finish(0)
+        if self._active:
+            self._finish(code, 0)
         return None
 
     def py_unwind(self, code: CodeType, offset: int, exc: BaseException) -> object:
-        self._finish(F_UNWOUND)
+        if self._active:
+            self._finish(code, F_UNWOUND)
         return None
 
     def py_yield(self, code: CodeType, offset: int, retval: object) -> object:
         t = self._tls
-        if not self._active or t.session != self._session or not t.stack:
+        stack = t.stack
+        if not self._active or not stack or t.session != self._session:
             return None
         frame = sys._getframe(1)
-        stack = t.stack
-        i = len(stack) - 1
-        if stack[i].frame is not frame:
-            i = self._find(stack, frame)
-            if i < 0:
-                return None
-        e = stack[i]
-        e.active_ns += time.monotonic_ns() - e.resumed
-        e.suspensions += 1
+        for i in range(len(stack) - 1, -1, -1):
+            e = stack[i]
+            if e[_FRAME] is frame:
+                break
+        else:
+            return None
+        e[_ACTIVE] += time.monotonic_ns() - e[_RESUMED]
+        e[_SUSP] += 1
         if len(self._suspended) < (1 << 20):
             self._suspended[id(frame)] = (frame, e)
         else:
@@ -396,34 +372,35 @@ class PyBackend:
         if not self._active or not self._suspended:
             return None
         t = self._state()
-        if t is None or t.ignored:
+        if t.ignored:
             return None
         frame = sys._getframe(1)
         parked = self._suspended.pop(id(frame), None)
         if parked is None or parked[0] is not frame:
             return None
         e = parked[1]
-        e.resumed = time.monotonic_ns()
+        e[_RESUMED] = time.monotonic_ns()
         t.stack.append(e)
         return None
 
     def _exception(self, code: CodeType, exc: BaseException, phase: int) -> None:
         t = self._tls
+        stack = t.stack
         if (
             not self._active
+            or not stack
             or t.session != self._session
-            or not t.stack
             or t.in_handler
             or t.ignored
             or self._on_exception is None
         ):
             return
-        e = t.stack[-1]
-        if e.frame is not sys._getframe(2):
+        e = stack[-1]
+        if e[_CODE] is not code:
             return
         t.in_handler = True
         try:
-            self._on_exception(code, exc, phase, e.span, e.trace_hi, e.trace_lo)
+            self._on_exception(code, exc, phase, e[_SPAN], e[_HI], e[_LO])
         except Exception:
             self._counts["handler_errors"] += 1
         finally:

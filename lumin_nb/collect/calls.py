@@ -559,7 +559,7 @@ class CallTracer:
                 start_ns=time.time_ns(),
             )
             self._blocks.append(block)
-            self._activate(block)
+            self._activate(block, widen=True)
         t0 = time.perf_counter_ns()
         try:
             yield block
@@ -570,7 +570,7 @@ class CallTracer:
             duration = time.perf_counter_ns() - t0
             with self._lock:
                 self._blocks.remove(block)
-                self._activate(self._blocks[-1] if self._blocks else None)
+                self._activate(self._blocks[-1] if self._blocks else None, widen=False)
             self._events.append(
                 "span",
                 ts=block.start_ns,
@@ -585,14 +585,15 @@ class CallTracer:
             if started_here:
                 self.stop()
 
-    def _activate(self, block: TraceBlock | None) -> None:
+    def _activate(self, block: TraceBlock | None, *, widen: bool) -> None:
         if block is None:
             self._backend.set_block(0, 0, 0)
         else:
             hi, lo = _split_trace(block.trace_id)
             self._backend.set_block(int.from_bytes(block.span_id, "big"), hi, lo)
         self._new_generation()
-        if self._tool_id is not None:
+        if widen and self._tool_id is not None:
+            # code that got DISABLE before the block may be recorded now: let it start again
             sys.monitoring.restart_events()
 
     # ---- exceptions (slow path: recorded code only) ------------------------------------
