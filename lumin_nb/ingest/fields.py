@@ -5,7 +5,7 @@ strings from regex captures); `events_from_fields` turns that table into a `pa.R
 `EVENT_SCHEMA` with whole-column operations only:
 
 - ``ts``: the first of ``ts``/``time``/``timestamp``/``@timestamp``/``date`` present on a row;
-  epoch numbers (seconds, ms, us or ns by magnitude), ISO 8601 / RFC 3339 text, and the common
+  epoch numbers (seconds below 1e10, then ms, us, ns by magnitude), ISO 8601 / RFC 3339 text, and the common
   log formats (Apache, syslog, log4j, HDFS, Spark); rows without one get the receive time.
 - ``severity``: ``level``/``severity``/``levelname``/``loglevel`` as OpenTelemetry numbers.
 - ``message``: ``message``/``msg``/``log``/``MESSAGE``; ``service``: ``service``/``app``;
@@ -356,13 +356,14 @@ def _to_timestamp(values: pa.Array) -> pa.Array:
         mag = pc.abs(ints)
         scaled = pc.case_when(
             pc.make_struct(
-                pc.less(mag, 100_000_000_000),
-                pc.less(mag, 100_000_000_000_000),
-                pc.less(mag, 100_000_000_000_000_000),
+                pc.less(mag, 10_000_000_000),
+                pc.less(mag, 10_000_000_000_000),
+                pc.less(mag, 10_000_000_000_000_000),
             ),
-            pc.multiply_checked(ints, 1_000_000_000),
-            pc.multiply_checked(ints, 1_000_000),
-            pc.multiply_checked(ints, 1_000),
+            # case_when computes every branch; unchecked products of unchosen rows may wrap
+            pc.multiply(ints, 1_000_000_000),
+            pc.multiply(ints, 1_000_000),
+            pc.multiply(ints, 1_000),
             ints,
         )
         return scaled.cast(target)
@@ -371,7 +372,7 @@ def _to_timestamp(values: pa.Array) -> pa.Array:
         f = pc.if_else(pc.is_finite(f), f, pa.scalar(None, pa.float64()))
         mag = pc.abs(f)
         scale = pc.case_when(
-            pc.make_struct(pc.less(mag, 1e11), pc.less(mag, 1e14), pc.less(mag, 1e17)),
+            pc.make_struct(pc.less(mag, 1e10), pc.less(mag, 1e13), pc.less(mag, 1e16)),
             1e9,
             1e6,
             1e3,
@@ -407,7 +408,8 @@ def _to_severity(key: str, values: pa.Array) -> pa.Array:
             pc.less_equal(num, 40),
             pc.less_equal(num, 50),
         )
-        return pc.case_when(cuts, 1, 5, 9, 13, 17, 21).cast(pa.int8())
+        mapped = pc.case_when(cuts, 1, 5, 9, 13, 17, 21).cast(pa.int8())
+        return pc.if_else(pc.is_null(num), pa.scalar(None, pa.int8()), mapped)
     # severity / severity_number: OTel numbers already
     clipped = pc.max_element_wise(pc.min_element_wise(pc.round(num), 24.0), 0.0)
     return clipped.cast(pa.int8())

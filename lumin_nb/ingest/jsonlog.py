@@ -78,7 +78,7 @@ def parse_json(data: bytes, *, service: str | None = None, host: str | None = No
 
 def _parse_array_slowly(data: bytes, reader: _Reader) -> None:
     try:
-        value = json.loads(data)
+        value = json.loads(data.decode("utf-8"))
     except UnicodeDecodeError as err:
         reader.reject(1, data, f"line 1: invalid UTF-8 at byte {err.start}: {err.reason}")
         return
@@ -152,7 +152,7 @@ class _Reader:
             return
         where = f"{unit} {line_no}"
         try:
-            value = json.loads(line)
+            value = json.loads(line.decode("utf-8"))  # decode first: loads() guesses UTF-16
         except UnicodeDecodeError as err:
             self.reject(
                 line_no,

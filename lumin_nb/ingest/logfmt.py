@@ -30,7 +30,8 @@ from lumin_nb.ingest.fields import (
     split_lines,
 )
 
-_PAIR: Final = r'[^\s="]+(?:=(?:"(?:[^"\\]|\\.)*"|[^\s"]*))?'
+# As go-logfmt: keys and bare values end at ASCII space or control bytes (not Unicode spaces).
+_PAIR: Final = r'[^\x00-\x20="]+(?:=(?:"(?:[^"\\]|\\.)*"|[^\x00-\x20"]*))?'
 _PAIR_RE: Final = re.compile(_PAIR)
 
 
