@@ -154,6 +154,7 @@ class PyBackend:
         capacity: int,
         sample_rate: float,
         seed: int,
+        tsc: bool = False,
     ) -> None:
         self._decide = decide
         self._on_exception = on_exception

@@ -117,6 +117,7 @@ class _Backend(Protocol):
         capacity: int,
         sample_rate: float,
         seed: int,
+        tsc: bool = False,
     ) -> None: ...
     def uninstall(self) -> None: ...
     def set_generation(self, generation: int) -> None: ...
@@ -206,6 +207,22 @@ def _is_stdlib(module: str, filename: str) -> bool:
     if filename.startswith("<frozen ") or module.partition(".")[0] in sys.stdlib_module_names:
         return True
     return filename.startswith(_STDLIB_DIRS) and not _is_library(filename)
+
+
+def _tsc_is_the_clocksource() -> bool:
+    """Whether CLOCK_MONOTONIC comes from an invariant TSC, so rdtsc may extrapolate it."""
+    try:
+        with open("/sys/devices/system/clocksource/clocksource0/current_clocksource") as f:
+            if f.read().strip() != "tsc":
+                return False
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return {"constant_tsc", "nonstop_tsc"} <= flags
+    except OSError:
+        pass
+    return False
 
 
 def _split_trace(trace_id: bytes) -> tuple[int, int]:
@@ -387,6 +404,7 @@ class CallTracer:
                 self.buffer_records,
                 self.sample_rate,
                 int.from_bytes(os.urandom(8), "little"),
+                tsc=_tsc_is_the_clocksource(),
             )
             self._new_generation()
             ev = mon.events
@@ -757,6 +775,7 @@ class CallTracer:
             "native": self.is_native,
             "mode": MODE_NATIVE if self.is_native else MODE_PYTHON,
             "running": self._tool_id is not None,
+            "clock": "tsc" if counts.get("tsc_clock") else "monotonic",
             "tool_id": self._tool_id,
             "recorded": counts.get("recorded", 0),
             "dropped": sum(reasons.values()),

@@ -6,6 +6,7 @@ import asyncio
 import json
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 import pyarrow as pa
@@ -173,9 +174,15 @@ def test_child_durations_nest_within_their_parent(make_tracer) -> None:
     tracer = make_tracer()
     tracer.watch(f"{MOD}:w_fib")
     tracer.start()
+    before = time.time_ns()
     w_fib(8)
+    after = time.time_ns()
     tracer.stop()
+    assert tracer.stats()["clock"] in ("tsc", "monotonic")
     calls = rows(tracer.drain(), "call")
+    slack = 2_000_000  # the wall clock and CLOCK_MONOTONIC are anchored once per start()
+    for r in calls:
+        assert before - slack <= r["ts"] <= r["ts"] + r["duration_ns"] <= after + slack
     spans = {r["span_id"]: r for r in calls}
     checked = 0
     for r in calls:
