@@ -356,6 +356,7 @@ class CallTracer:
         self._pending: list[pa.RecordBatch] = []
         self._last_raised = threading.local()
         self._base_counts: dict[str, int] = {}
+        self._n_events = 0  # exception and span events kept
         self._pid = os.getpid()
         self._pids: np.ndarray | None = None
 
@@ -589,7 +590,7 @@ class CallTracer:
             with self._lock:
                 self._blocks.remove(block)
                 self._activate(self._blocks[-1] if self._blocks else None, widen=False)
-            self._events.append(
+            self._n_events += self._events.append(
                 "span",
                 ts=block.start_ns,
                 duration_ns=duration,
@@ -667,7 +668,7 @@ class CallTracer:
             "exception.stacktrace": "".join(traceback.format_exception(exc)),
             "phase": phase,
         }
-        self._events.append(
+        self._n_events += self._events.append(
             "exception",
             severity=severity,
             pid=self._pid,
@@ -777,7 +778,7 @@ class CallTracer:
             "running": self._tool_id is not None,
             "clock": "tsc" if counts.get("tsc_clock") else "monotonic",
             "tool_id": self._tool_id,
-            "recorded": counts.get("recorded", 0),
+            "recorded": counts.get("recorded", 0) + self._n_events,
             "dropped": sum(reasons.values()),
             "dropped_reason": reasons,
             "handler_errors": counts.get("handler_errors", 0),

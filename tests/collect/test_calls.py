@@ -231,6 +231,7 @@ def test_raised_and_handled_exceptions_become_exception_events(make_tracer) -> N
     tracer.start()
     assert w_catcher() == "bad input 42"
     tracer.stop()
+    assert tracer.stats()["recorded"] == 5  # 3 calls, 2 exception events
     batch = tracer.drain()
     calls = rows(batch, "call")
     excs = rows(batch, "exception")
