@@ -5,8 +5,9 @@ strings from regex captures); `events_from_fields` turns that table into a `pa.R
 `EVENT_SCHEMA` with whole-column operations only:
 
 - ``ts``: the first of ``ts``/``time``/``timestamp``/``@timestamp``/``date`` present on a row;
-  epoch numbers (seconds below 1e10, then ms, us, ns by magnitude), ISO 8601 / RFC 3339 text, and the common
-  log formats (Apache, syslog, log4j, HDFS, Spark); rows without one get the receive time.
+  epoch numbers (seconds below 1e10, then ms, us or ns by size), ISO 8601 / RFC 3339 text,
+  and the common log formats (Apache, syslog, log4j, HDFS, Spark); rows without one get
+  the receive time.
 - ``severity``: ``level``/``severity``/``levelname``/``loglevel`` as OpenTelemetry numbers.
 - ``message``: ``message``/``msg``/``log``/``MESSAGE``; ``service``: ``service``/``app``;
   ``host``: ``host``/``hostname``; ``trace_id``/``span_id`` from hex; ``pid`` from ``pid``.

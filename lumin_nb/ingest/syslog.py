@@ -100,6 +100,8 @@ def _events(
     cols = {n: parts.field(n) for n in names}
     nil = "-" if rfc5424 else ""
     for n in names:
+        if n == "message":  # MSG has no NILVALUE: a "-" message is the text "-"
+            continue
         cols[n] = pc.if_else(pc.equal(cols[n], nil), pa.scalar(None, pa.string()), cols[n])
     pri = cols.pop("pri").cast(pa.int32())
     bad = pc.fill_null(pc.greater(pri, 191), False)

@@ -110,7 +110,10 @@ def test_vector_http_sink_json_codec_array() -> None:
 
 def test_vector_newline_delimited_framing_is_ndjson() -> None:
     # framing.method = "newline_delimited" with the json codec: one event per line.
-    body = b'{"message":"a","timestamp":"2019-10-12T07:20:50Z"}\n{"message":"b","timestamp":"2019-10-12T07:20:51Z"}\n'
+    body = (
+        b'{"message":"a","timestamp":"2019-10-12T07:20:50Z"}\n'
+        b'{"message":"b","timestamp":"2019-10-12T07:20:51Z"}\n'
+    )
     assert parse(body, "json").batch.column("message").to_pylist() == ["a", "b"]
 
 

@@ -35,7 +35,11 @@ def _logfmt_value(v: str) -> str:
 
 @given(
     st.lists(
-        st.tuples(st.sampled_from(["info", "warn", "error"]), _value, st.dictionaries(_key, _value, max_size=4)),
+        st.tuples(
+            st.sampled_from(["info", "warn", "error"]),
+            _value,
+            st.dictionaries(_key, _value, max_size=4),
+        ),
         min_size=1,
         max_size=15,
     )
@@ -51,7 +55,9 @@ def test_logfmt_round_trip(records: list[tuple[str, str, dict[str, str]]]) -> No
     b = result.batch
     _ok(b)
     assert b.column("message").to_pylist() == [m for _, m, _ in records]
-    assert b.column("severity").to_pylist() == [{"info": 9, "warn": 13, "error": 17}[lv] for lv, _, _ in records]
+    assert b.column("severity").to_pylist() == [
+        {"info": 9, "warn": 13, "error": 17}[lv] for lv, _, _ in records
+    ]
     for i, (_, _, extra) in enumerate(records):
         attrs = b.column("attrs")[i].as_py()
         assert (json.loads(attrs) if attrs else {}) == extra
@@ -79,7 +85,10 @@ _APP = st.from_regex(r"[a-z][a-z0-9_]{0,10}", fullmatch=True)
             _HOST,
             _APP,
             st.integers(1, 99999),
-            st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc", "Zl", "Zp")), max_size=40),
+            st.text(
+                st.characters(codec="utf-8", exclude_categories=("Cs", "Cc", "Zl", "Zp")),
+                max_size=40,
+            ),
         ),
         min_size=1,
         max_size=10,
@@ -112,7 +121,7 @@ def test_rfc5424_and_rfc3164_examples() -> None:
         "\ufeff'su root' failed for lonvick on /dev/pts/8\n"
         "<165>1 2003-08-24T05:14:15.000003-07:00 192.0.2.1 myproc 8710 - - "
         "%% It's time to make the do-nuts.\n"
-        '<165>1 2003-10-11T22:14:15.003Z mymachine.example.com evntslog - ID47 [exampleSDID@32473 '
+        "<165>1 2003-10-11T22:14:15.003Z mymachine.example.com evntslog - ID47 [exampleSDID@32473 "
         'iut="3" eventSource="Application" eventID="1011"] An application event log entry...\n'
         "<34>Oct 11 22:14:15 mymachine su: 'su root' failed for lonvick on /dev/pts/8\n"
         "not syslog at all\n"
@@ -130,14 +139,20 @@ def test_rfc5424_and_rfc3164_examples() -> None:
         {
             "line_no": 5,
             "raw": "not syslog at all",
-            "reason": "line 5: not syslog at byte 0: expected '<PRI>' or a BSD date 'Mmm dd hh:mm:ss'",
+            "reason": "line 5: not syslog at byte 0: "
+            "expected '<PRI>' or a BSD date 'Mmm dd hh:mm:ss'",
         }
     ]
 
 
 @given(st.binary(max_size=300))
 def test_arbitrary_bytes_never_raise_only_reject(data: bytes) -> None:
-    for fmt, pattern in (("logfmt", None), ("syslog", None), ("grok", "SYSLOGLINE"), ("regex", r"(?P<message>\w+)")):
+    for fmt, pattern in (
+        ("logfmt", None),
+        ("syslog", None),
+        ("grok", "SYSLOGLINE"),
+        ("regex", r"(?P<message>\w+)"),
+    ):
         result = parse(data, fmt, pattern)
         _ok(result.batch)
         assert set(result.rejected.column_names) == {"line_no", "raw", "reason"}
