@@ -9,6 +9,7 @@
     ├── UnknownColumnError (LookupError)  a filter or column name that does not exist
     ├── QueryError (ValueError)           SQL that DuckDB refused, with the columns listed
     ├── StoreError (OSError)              a store folder that cannot be opened or written
+    ├── IngestError (ValueError)          a payload format or pattern Lumin cannot read at all
     └── NotRunningError (RuntimeError)    an API call that needs `lm.start()` first
 
 Messages follow the house form: what was wrong (with the value), what was expected, the fix.
@@ -46,6 +47,10 @@ class QueryError(LuminError, ValueError):
 
 class StoreError(LuminError, OSError):
     """A store folder that cannot be opened, read or written."""
+
+
+class IngestError(LuminError, ValueError):
+    """An ingestion request Lumin cannot read at all (unknown format, bad pattern)."""
 
 
 class NotRunningError(LuminError, RuntimeError):

@@ -32,7 +32,6 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from lumin_nb.errors import LuminError
 from lumin_nb.event import EVENT_SCHEMA, batch_from_columns
 
 # Alias groups, in priority order: the first non-null on a row wins.
@@ -89,10 +88,6 @@ _TEXT_FORMATS: Final = (
     "%Y/%m/%d %H:%M:%S",  # nginx error log
 )
 _SYSLOG_TS_RE: Final = r"^[A-Z][a-z]{2} +\d{1,2} \d{2}:\d{2}:\d{2}$"
-
-
-class IngestError(LuminError, ValueError):
-    """An ingestion request Lumin cannot read at all (unknown format, bad pattern)."""
 
 
 @dataclass(frozen=True)
