@@ -934,6 +934,45 @@ ct_take_columns(PyObject *self, PyObject *unused)
     return out;
 }
 
+/* Block (GIL released) until the buffer holds `fraction` of its capacity or `timeout_s`
+ * passed; return True in the first case. The drain thread waits here so it drains early when
+ * calls come fast, instead of letting the buffer overflow. */
+static PyObject *
+ct_wait_fill(PyObject *self, PyObject *args)
+{
+    double fraction, timeout_s;
+    if (!PyArg_ParseTuple(args, "dd", &fraction, &timeout_s)) {
+        return NULL;
+    }
+    if (ring == NULL || !active) {
+        Py_RETURN_FALSE;
+    }
+    uint64_t want = (uint64_t)(fraction * (double)ring_cap);
+    if (want == 0) {
+        want = 1;
+    }
+    int64_t deadline = mono_ns() + (int64_t)(timeout_s * 1e9);
+    int ready = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (;;) {
+        /* racy reads of two counters only the GIL holder writes: a heuristic is enough */
+        uint64_t used = __atomic_load_n(&ring_head, __ATOMIC_RELAXED) -
+                        __atomic_load_n(&ring_tail, __ATOMIC_RELAXED);
+        if (used >= want) {
+            ready = 1;
+            break;
+        }
+        int64_t left = deadline - mono_ns();
+        if (left <= 0) {
+            break;
+        }
+        struct timespec nap = {0, left < 2000000 ? (long)left : 2000000};
+        nanosleep(&nap, NULL);
+    }
+    Py_END_ALLOW_THREADS
+    return PyBool_FromLong(ready);
+}
+
 static PyObject *
 ct_counts(PyObject *self, PyObject *unused)
 {
@@ -983,6 +1022,8 @@ static PyMethodDef ctracer_methods[] = {
     {"take_columns", ct_take_columns, METH_NOARGS,
      "Records since the last call, as column buffers (GIL released while copying)."},
     {"counts", ct_counts, METH_NOARGS, "Counters of the session."},
+    {"wait_fill", ct_wait_fill, METH_VARARGS,
+     "Wait until the buffer is that full or the timeout passed (GIL released)."},
     {"ignore_thread", ct_ignore_thread, METH_NOARGS, "Never trace the calling thread."},
     {"new_span_id", ct_new_span_id, METH_NOARGS, "A fresh span id of this process."},
     {NULL, NULL, 0, NULL},

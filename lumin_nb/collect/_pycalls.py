@@ -200,6 +200,18 @@ class PyBackend:
         del records[:n]  # appends made meanwhile land after n and stay
         return columns_from_records(np.frombuffer(taken, dtype=RECORD_DTYPE))
 
+    def wait_fill(self, fraction: float, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        want = max(1, int(fraction * self._capacity)) * _WORDS
+        while self._active:
+            if len(self._records) >= want:
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            time.sleep(min(left, 0.002))
+        return False
+
     def counts(self) -> dict[str, int]:
         return {**self._counts, "suspended": len(self._suspended)}
 

@@ -124,6 +124,7 @@ class _Backend(Protocol):
     def set_block(self, span: int, hi: int, lo: int) -> None: ...
     def take_columns(self) -> Columns | None: ...
     def counts(self) -> dict[str, int]: ...
+    def wait_fill(self, fraction: float, timeout_s: float) -> bool: ...
     def ignore_thread(self) -> None: ...
     def new_span_id(self) -> int: ...
     def py_start(self, code: CodeType, offset: int) -> object: ...
@@ -704,6 +705,17 @@ class CallTracer:
             return batches[0]
         table = pa.Table.from_batches(batches).unify_dictionaries().combine_chunks()
         return table.to_batches()[0]
+
+    def wait_for_drain(self, timeout_s: float = 0.1) -> bool:
+        """Wait until the buffer is half full or `timeout_s` passed; True when it filled.
+
+        A drain thread loops ``tracer.wait_for_drain(0.1); tracer.drain()`` so it drains
+        early when calls come fast. The wait releases the GIL.
+        """
+        if self._tool_id is None:
+            time.sleep(timeout_s)
+            return False
+        return self._backend.wait_fill(0.5, timeout_s)
 
     def _calls_batch(self, columns: Columns) -> pa.RecordBatch:
         """One batch of call events from column buffers: zero copy, a few Arrow operations.

@@ -494,3 +494,16 @@ def test_bad_arguments_name_the_value_and_the_fix() -> None:
         CallTracer(sample_rate=2)
     with pytest.raises(ValueError, match="buffer_records=0"):
         CallTracer(buffer_records=0)
+
+
+def test_wait_for_drain_wakes_when_the_buffer_is_half_full(make_tracer) -> None:
+    tracer = make_tracer(buffer_records=10)
+    tracer.watch(f"{MOD}:w_fib")
+    tracer.start()
+    assert tracer.wait_for_drain(0.01) is False, "nothing recorded yet: waits out the timeout"
+    w_fib(4)  # 9 calls in a buffer of 10
+    started = time.monotonic()
+    assert tracer.wait_for_drain(30.0) is True
+    assert time.monotonic() - started < 5.0
+    assert len(rows(tracer.drain(), "call")) == 9
+    tracer.stop()
