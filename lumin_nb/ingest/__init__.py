@@ -7,7 +7,8 @@ batch before the store. Pure functions over Arrow: the HTTP and ZeroMQ endpoints
 
 from __future__ import annotations
 
-from lumin_nb.ingest.fields import IngestError, ParseResult
+from lumin_nb.errors import IngestError
+from lumin_nb.ingest.fields import ParseResult
 from lumin_nb.ingest.grok import PATTERNS, parse_grok, parse_regex
 from lumin_nb.ingest.jsonlog import parse_json, parse_ndjson
 from lumin_nb.ingest.logfmt import parse_logfmt

@@ -21,10 +21,9 @@ from typing import Final
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from lumin_nb.errors import closest
+from lumin_nb.errors import IngestError, closest
 from lumin_nb.ingest.fields import (
     MESSAGE_KEYS,
-    IngestError,
     ParseResult,
     concat_rejected,
     events_from_fields,

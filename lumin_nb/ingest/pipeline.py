@@ -27,11 +27,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from lumin_nb.config import Config
-from lumin_nb.errors import closest
+from lumin_nb.errors import IngestError, closest
 from lumin_nb.event import COLUMNS, EVENT_SCHEMA, KINDS, SOURCE_TYPES, batch_from_columns
 from lumin_nb.ingest.fields import (
     REJECTED_SCHEMA,
-    IngestError,
     ParseResult,
     concat_batches,
     rejected_table,

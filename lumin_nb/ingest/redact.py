@@ -24,9 +24,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from lumin_nb.errors import closest
+from lumin_nb.errors import IngestError, closest
 from lumin_nb.event import EVENT_SCHEMA
-from lumin_nb.ingest.fields import IngestError
 
 _SECRET_KEYS: Final = (
     r"password|passwd|pwd|secret|client_secret|token|access_token|refresh_token|id_token|"
