@@ -9,15 +9,18 @@ more per call; ``CallTracer.stats()["mode"]`` says so.
 
 from __future__ import annotations
 
+import functools
+import random
 import sys
 import threading
 import time
 from array import array
 from collections.abc import Callable
 from types import CodeType, FrameType
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-import numpy as np
+if TYPE_CHECKING:  # numpy loads at the first drain
+    import numpy as np
 
 F_UNWOUND: Final = 1
 F_GENERATOR: Final = 2
@@ -25,24 +28,33 @@ F_UNSAMPLED: Final = 4
 _GEN_FLAGS: Final = 0x20 | 0x80 | 0x200  # CO_GENERATOR | CO_COROUTINE | CO_ASYNC_GENERATOR
 _MASK64: Final = (1 << 64) - 1
 
-#: The layout of one call record, shared with the C extension (`_ctracer.Record`).
-RECORD_DTYPE: Final = np.dtype(
-    [
-        ("ts", "<i8"),
-        ("duration", "<i8"),
-        ("code", "<u8"),
-        ("span", "<u8"),
-        ("parent", "<u8"),
-        ("trace_hi", "<u8"),
-        ("trace_lo", "<u8"),
-        ("tid", "<u8"),
-        ("active", "<i8"),
-        ("suspensions", "<u4"),
-        ("flags", "<u4"),
-    ]
-)
-RECORD_SIZE: Final = RECORD_DTYPE.itemsize
+RECORD_SIZE: Final = 80
 _WORDS: Final = RECORD_SIZE // 8
+
+
+@functools.cache
+def record_dtype() -> np.dtype[Any]:
+    """The layout of one call record, shared with the C extension (`_ctracer.Record`)."""
+    import numpy as np
+
+    dtype = np.dtype(
+        [
+            ("ts", "<i8"),
+            ("duration", "<i8"),
+            ("code", "<u8"),
+            ("span", "<u8"),
+            ("parent", "<u8"),
+            ("trace_hi", "<u8"),
+            ("trace_lo", "<u8"),
+            ("tid", "<u8"),
+            ("active", "<i8"),
+            ("suspensions", "<u4"),
+            ("flags", "<u4"),
+        ]
+    )
+    assert dtype.itemsize == RECORD_SIZE
+    return dtype
+
 
 #: What `take_columns()` returns (see `_ctracer.take_columns`): n, then column buffers.
 Columns = tuple[Any, ...]
@@ -50,6 +62,8 @@ Columns = tuple[Any, ...]
 
 def columns_from_records(recs: np.ndarray) -> Columns:
     """Split records into the column buffers `_ctracer.take_columns` returns (numpy)."""
+    import numpy as np
+
     n = len(recs)
     parent = recs["parent"]
     valid = parent != 0
@@ -123,7 +137,7 @@ class PyBackend:
         self._on_exception: Callable[..., object] | None = None
         self._thread_filter: Callable[[], bool] | None = None
         self._disable: Any = None
-        self._records = array("Q")  # RECORD_DTYPE rows, 10 words each (flags<<32 | susp)
+        self._records = array("Q")  # record_dtype() rows, 10 words each (flags<<32 | susp)
         self._capacity = 0
         self._suspended: dict[int, tuple[FrameType, list[Any]]] = {}
         self._counts = {
@@ -138,7 +152,7 @@ class PyBackend:
         self._trace_base = 0
         self._trace_counter = 0
         self._sample_rate = 1.0
-        self._rng = np.random.default_rng()
+        self._rng = random.Random()
         self._epoch_offset = 0
         self._block = (0, 0, 0)
         self._lock = threading.Lock()
@@ -170,7 +184,7 @@ class PyBackend:
         self._trace_base = _splitmix(seed ^ 0xA5A5A5A5A5A5A5A5)
         self._trace_counter = 0
         self._sample_rate = sample_rate
-        self._rng = np.random.default_rng(seed)
+        self._rng = random.Random(seed)
         self._epoch_offset = time.time_ns() - time.monotonic_ns()
         self._block = (0, 0, 0)
         self._session += 1
@@ -198,7 +212,9 @@ class PyBackend:
             return None
         taken = records[:n]
         del records[:n]  # appends made meanwhile land after n and stay
-        return columns_from_records(np.frombuffer(taken, dtype=RECORD_DTYPE))
+        import numpy as np
+
+        return columns_from_records(np.frombuffer(taken, dtype=record_dtype()))
 
     def wait_fill(self, fraction: float, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s

@@ -35,21 +35,21 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from types import CodeType, ModuleType
-from typing import Any, Final, Protocol, cast
-
-import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
+from typing import TYPE_CHECKING, Any, Final, Protocol, cast
 
 from lumin_nb.collect._pycalls import F_GENERATOR, F_UNWOUND, Columns, PyBackend
 from lumin_nb.errors import LuminError
-from lumin_nb.event import (
-    SEVERITY_ERROR,
-    SEVERITY_INFO,
-    SEVERITY_WARN,
-    EventBuilder,
-    batch_from_columns,
-)
+
+if TYPE_CHECKING:  # numpy, pyarrow and lumin_nb.event load at the first drain or exception
+    import numpy as np
+    import pyarrow as pa
+
+    from lumin_nb.event import EventBuilder
+
+# lumin_nb.event.SEVERITY_* (not imported here: that module loads numpy and pyarrow)
+SEVERITY_INFO: Final = 9
+SEVERITY_WARN: Final = 13
+SEVERITY_ERROR: Final = 17
 
 _native: ModuleType | None
 try:
@@ -232,6 +232,8 @@ def _split_trace(trace_id: bytes) -> tuple[int, int]:
 
 def _binary(data: Any, width: int, n: int, valid: Any = None, nulls: int = 0) -> pa.Array:
     """Fixed-size binary over a buffer of n big-endian ids (zero copy)."""
+    import pyarrow as pa
+
     bitmap = pa.py_buffer(valid) if valid is not None and nulls else None
     return pa.FixedSizeBinaryArray.from_buffers(
         pa.binary(width), n, [bitmap, pa.py_buffer(data)], null_count=nulls if bitmap else 0
@@ -239,18 +241,18 @@ def _binary(data: Any, width: int, n: int, valid: Any = None, nulls: int = 0) ->
 
 
 def _numbers(data: Any, dtype: type[np.generic]) -> np.ndarray:
+    import numpy as np
+
     return np.frombuffer(data, dtype=dtype)
 
 
-_TS: Final = pa.timestamp("ns", tz="UTC")
-_DICT: Final = pa.dictionary(pa.int32(), pa.string())
-_KIND_CALL: Final = pa.array(["call"], pa.string())
-_SOURCE_RUNTIME: Final = pa.array(["runtime"], pa.string())
 _zero_buffer: pa.Buffer | None = None
 
 
 def _zeros(n: int) -> pa.Buffer:
     """A shared all-zero buffer of at least 8 * (n + 1) bytes (never written)."""
+    import pyarrow as pa
+
     global _zero_buffer
     need = 8 * (n + 1)
     if _zero_buffer is None or _zero_buffer.size < need:
@@ -259,11 +261,15 @@ def _zeros(n: int) -> pa.Buffer:
 
 
 def _indices(n: int, zeros: pa.Buffer) -> pa.Array:
+    import pyarrow as pa
+
     return pa.Array.from_buffers(pa.int32(), n, [None, zeros])
 
 
 def _null_column(type_: pa.DataType, n: int, zeros: pa.Buffer) -> pa.Array:
     """An all-null column of `type_` over the shared zero buffer (no allocation)."""
+    import pyarrow as pa
+
     if pa.types.is_dictionary(type_):
         return pa.DictionaryArray.from_buffers(
             type_, n, [zeros, zeros], dictionary=pa.array([], pa.string()), null_count=n
@@ -275,6 +281,9 @@ def _null_column(type_: pa.DataType, n: int, zeros: pa.Buffer) -> pa.Array:
 
 def _attrs(flags: np.ndarray, active_ns: np.ndarray, suspensions: np.ndarray) -> pa.Array:
     """JSON attrs only for rows that need them (unwound calls, generators); null elsewhere."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     n = len(flags)
     unwound = (flags & F_UNWOUND) != 0
     gen = (flags & F_GENERATOR) != 0
@@ -353,7 +362,8 @@ class CallTracer:
         self._watched: set[int] = set()
         self._modules = _ModuleMap()
         self._blocks: list[TraceBlock] = []
-        self._events = EventBuilder(max_events=max(1024, min(buffer_records, 200_000)))
+        self._events_max = max(1024, min(buffer_records, 200_000))
+        self._events_builder: EventBuilder | None = None
         self._pending: list[pa.RecordBatch] = []
         self._last_raised = threading.local()
         self._base_counts: dict[str, int] = {}
@@ -690,13 +700,15 @@ class CallTracer:
         traced) so the ring buffer does not overflow; it copies the buffer with the GIL
         released and builds the batch with a few vectorised Arrow operations.
         """
+        import pyarrow as pa
+
         backend = self._backend
         with self._lock:
             batches, self._pending = self._pending, []
             columns = backend.take_columns()
         if columns is not None:
             batches.append(self._calls_batch(columns))
-        others = self._events.build()
+        others = self._events_builder.build() if self._events_builder is not None else None
         if others is not None:
             batches.append(others)
         if not batches:
@@ -717,6 +729,15 @@ class CallTracer:
             return False
         return self._backend.wait_fill(0.5, timeout_s)
 
+    @property
+    def _events(self) -> EventBuilder:
+        """Exception and span events (rare: built one at a time in an EventBuilder)."""
+        if self._events_builder is None:
+            from lumin_nb.event import EventBuilder
+
+            self._events_builder = EventBuilder(max_events=self._events_max)
+        return self._events_builder
+
     def _calls_batch(self, columns: Columns) -> pa.RecordBatch:
         """One batch of call events from column buffers: zero copy, a few Arrow operations.
 
@@ -724,8 +745,15 @@ class CallTracer:
         and constant ones over shared zero buffers), so it has nothing left to convert; on a
         busy program each extra operation would wait for the GIL.
         """
+        import numpy as np
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        from lumin_nb.event import batch_from_columns
+
         (n, ts, duration, code, span, parent, valid, nulls, trace, tid, eid, flags, active,
          suspensions, flagged) = columns  # fmt: skip
+        dict_type = pa.dictionary(pa.int32(), pa.string())
         encoded = pc.dictionary_encode(
             pa.Array.from_buffers(pa.uint64(), n, [None, pa.py_buffer(code)])
         )
@@ -746,13 +774,13 @@ class CallTracer:
         return batch_from_columns(
             n,
             event_id=_binary(eid, 16, n),
-            ts=pa.Array.from_buffers(_TS, n, [None, pa.py_buffer(ts)]),
+            ts=pa.Array.from_buffers(pa.timestamp("ns", tz="UTC"), n, [None, pa.py_buffer(ts)]),
             duration_ns=pa.Array.from_buffers(pa.int64(), n, [None, pa.py_buffer(duration)]),
-            kind=pa.DictionaryArray.from_arrays(_indices(n, zeros), _KIND_CALL),
-            source_type=pa.DictionaryArray.from_arrays(_indices(n, zeros), _SOURCE_RUNTIME),
+            kind=pa.DictionaryArray.from_arrays(_indices(n, zeros), pa.array(["call"])),
+            source_type=pa.DictionaryArray.from_arrays(_indices(n, zeros), pa.array(["runtime"])),
             severity=pa.Array.from_buffers(pa.int8(), n, [None, zeros]),
-            service=_null_column(_DICT, n, zeros),
-            host=_null_column(_DICT, n, zeros),
+            service=_null_column(dict_type, n, zeros),
+            host=_null_column(dict_type, n, zeros),
             pid=pa.Array.from_buffers(pa.int32(), n, [None, self._pid_buffer(n)]),
             tid=pa.Array.from_buffers(pa.int64(), n, [None, pa.py_buffer(tid)]),
             task=_null_column(pa.string(), n, zeros),
@@ -768,6 +796,9 @@ class CallTracer:
         )
 
     def _pid_buffer(self, n: int) -> pa.Buffer:
+        import numpy as np
+        import pyarrow as pa
+
         cached = self._pids
         if cached is None or len(cached) < n:
             cached = self._pids = np.full(max(n, 1 << 16), self._pid, dtype=np.int32)
@@ -782,7 +813,7 @@ class CallTracer:
         reasons = {
             "buffer_full": counts.get("dropped", 0),
             "suspended_table_full": counts.get("suspended_dropped", 0),
-            "event_buffer_full": self._events.dropped,
+            "event_buffer_full": self._events_builder.dropped if self._events_builder else 0,
         }
         return {
             "native": self.is_native,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import sys
 import threading
 import time
@@ -507,3 +508,16 @@ def test_wait_for_drain_wakes_when_the_buffer_is_half_full(make_tracer) -> None:
     assert time.monotonic() - started < 5.0
     assert len(rows(tracer.drain(), "call")) == 9
     tracer.stop()
+
+
+def test_an_idle_tracer_loads_no_numpy_or_pyarrow() -> None:
+    code = (
+        "import sys\n"
+        "from lumin_nb.collect.calls import CallTracer\n"
+        "t = CallTracer(); t.watch('nothing.*'); t.start(); sum(range(10)); t.stop()\n"
+        "print(sorted(m for m in ('numpy', 'pyarrow', 'lumin_nb.event') if m in sys.modules))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.strip() == "[]", out.stderr
