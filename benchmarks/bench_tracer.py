@@ -38,14 +38,16 @@ VARIANTS: dict[str, str] = {
 
 
 def _drain_loop(tracer: Any, stop: threading.Event, counts: dict[str, int]) -> None:
-    import pyarrow.compute as pc
+    import numpy as np
 
     while True:
         done = stop.is_set()
         tracer.wait_for_drain(0.1)  # every 100 ms, or sooner when the buffer is half full
         batch = tracer.drain()
         if batch is not None:
-            counts["calls"] += int(pc.sum(pc.equal(batch.column("kind"), "call")).as_py() or 0)
+            kind = batch.column("kind")
+            call = kind.dictionary.to_pylist().index("call") if "call" in kind.dictionary else -1
+            counts["calls"] += int(np.count_nonzero(kind.indices.to_numpy() == call))
             counts["batches"] += 1
         if done:
             return
@@ -137,6 +139,33 @@ def child(variant: str) -> dict[str, Any]:
     return out
 
 
+def idle_ab(rounds: int) -> dict[str, Any]:
+    """The idle tracer's own cost: one process, workload runs alternating stopped/started.
+
+    Cross-process timings on a shared 2-core machine vary by several percent; alternating in
+    one process (same heap, same imports) isolates what start() itself costs.
+    """
+    import statistics
+
+    sys.path.insert(0, str(HERE))
+    import workloads
+
+    from lumin_nb.collect.calls import CallTracer
+
+    tracer = CallTracer()
+    times: dict[bool, list[float]] = {False: [], True: []}
+    for i in range(rounds):
+        for started in (False, True) if i % 2 else (True, False):
+            if started:
+                tracer.start()
+            t0 = time.perf_counter()
+            workloads.run(rounds=2)
+            times[started].append(time.perf_counter() - t0)
+            tracer.stop()
+    off, on = statistics.median(times[False]), statistics.median(times[True])
+    return {"rounds": rounds, "median_stopped_s": off, "median_started_s": on, "ratio": on / off}
+
+
 def run_once(variant: str) -> dict[str, Any]:
     # numpy's BLAS threads spin on a 2-core machine; no variant uses BLAS
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
@@ -169,11 +198,15 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="one run per variant, not 3")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--only", nargs="*", help="run only these variants")
+    parser.add_argument("--repeat", type=int, help="runs per variant (default 3, --quick 1)")
     args = parser.parse_args()
+    if args.child == "idle A/B":
+        print(json.dumps(idle_ab(4 if args.quick else 12)))
+        return
     if args.child:
         print(json.dumps(child(args.child)))
         return
-    repeat = 1 if args.quick else 3
+    repeat = args.repeat or (1 if args.quick else 3)
     names = args.only or list(VARIANTS)
     results = run_all(names, repeat)
     plain = results.get("plain", {}).get("seconds")
@@ -191,6 +224,23 @@ def main() -> None:
         xp = f"{r['x_plain']:.2f}" if r["x_plain"] else "-"
         xc = f"{r['x_cprofile']:.2f}" if r["x_cprofile"] else "-"
         lines.append(f"| {name} | {r['seconds']:.3f} | {xp} | {xc} |")
+    ab = None
+    if "lumin idle" in names:
+        cmd = [
+            sys.executable,
+            __file__,
+            "--child",
+            "idle A/B",
+            *(["--quick"] if args.quick else []),
+        ]
+        env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+        ab = json.loads(proc.stdout.strip().splitlines()[-1])
+        lines.append(
+            f"\nidle tracer, in-process A/B ({ab['rounds']} alternating rounds, medians): "
+            f"started {ab['median_started_s']:.3f} s vs stopped {ab['median_stopped_s']:.3f} s "
+            f"= {ab['ratio']:.3f}x"
+        )
     print("\n".join(lines))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(
@@ -200,6 +250,7 @@ def main() -> None:
                 "repeat": repeat,
                 "variants": VARIANTS,
                 "results": results,
+                "idle_ab": ab,
             },
             indent=2,
         )
