@@ -46,7 +46,8 @@ def _drain_loop(tracer: Any, stop: threading.Event, counts: dict[str, int]) -> N
         batch = tracer.drain()
         if batch is not None:
             kind = batch.column("kind")
-            call = kind.dictionary.to_pylist().index("call") if "call" in kind.dictionary else -1
+            names = kind.dictionary.to_pylist()
+            call = names.index("call") if "call" in names else -1
             counts["calls"] += int(np.count_nonzero(kind.indices.to_numpy() == call))
             counts["batches"] += 1
         if done:
