@@ -337,10 +337,13 @@ def test_threads_get_their_own_tids_and_trees(make_tracer) -> None:
     tracer.watch(f"{MOD}:w_fib")
     tracer.start()
     idents: list[int] = []
+    both_alive = threading.Barrier(2)  # alive together, so the OS cannot reuse a thread id
 
     def work() -> None:
         idents.append(threading.get_ident())
+        both_alive.wait(timeout=10)
         w_fib(4)
+        both_alive.wait(timeout=10)
 
     threads = [threading.Thread(target=work) for _ in range(2)]
     for t in threads:
