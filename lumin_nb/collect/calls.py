@@ -65,6 +65,19 @@ TOOL_IDS: Final = (4, 3, 5)
 MODE_NATIVE: Final = "native"
 MODE_PYTHON: Final = "python fallback (slower: C extension not built)"
 
+_EVENTS: Final = tuple(
+    getattr(sys.monitoring.events, name)
+    for name in (
+        "PY_START",
+        "PY_RETURN",
+        "PY_YIELD",
+        "PY_RESUME",
+        "PY_THROW",
+        "PY_UNWIND",
+        "RAISE",
+        "EXCEPTION_HANDLED",
+    )
+)
 _WATCHED: Final = 1  # recorded whenever it runs
 _TRACED: Final = 2  # recorded because a trace() block is active
 _PHASES: Final = (("raised", SEVERITY_WARN), ("handled", SEVERITY_INFO))
@@ -380,7 +393,6 @@ class CallTracer:
 
     def start(self) -> None:
         """Take a `sys.monitoring` tool id and begin recording; a second call does nothing."""
-        global _native_owner
         with self._lock:
             if self._tool_id is not None:
                 return
@@ -399,44 +411,50 @@ class CallTracer:
                     "tool (for example a second profiler), then start Lumin again."
                 )
             mon.use_tool_id(tool, TOOL_NAME)
-            self._tool_id = tool
-            if self.is_native:
-                _native_owner = self
-            backend = self._backend
-            leftover = backend.take_columns()  # the last session's records, before install
-            if leftover is not None:
-                self._pending.append(self._calls_batch(leftover))
-            self._has_local.clear()
-            self._watched.clear()
-            backend.install(
-                self._decide,
-                self._on_exception,
-                _is_lumin_thread,
-                mon.DISABLE,
-                self.buffer_records,
-                self.sample_rate,
-                int.from_bytes(os.urandom(8), "little"),
-                tsc=_tsc_is_the_clocksource(),
-            )
-            self._new_generation()
-            ev = mon.events
-            callbacks: dict[int, Callable[..., object]] = {
-                ev.PY_START: backend.py_start,
-                ev.PY_RETURN: backend.py_return,
-                ev.PY_YIELD: backend.py_yield,
-                ev.PY_RESUME: backend.py_resume,
-                ev.PY_THROW: backend.py_resume,
-                ev.PY_UNWIND: backend.py_unwind,
-                ev.RAISE: backend.raise_,
-                ev.EXCEPTION_HANDLED: backend.exception_handled,
-            }
-            for event, callback in callbacks.items():
-                mon.register_callback(tool, event, callback)
-            mon.set_events(
-                tool,
-                ev.PY_START | ev.PY_UNWIND | ev.PY_THROW | ev.RAISE | ev.EXCEPTION_HANDLED,
-            )
-            mon.restart_events()
+            try:
+                self._install(tool)
+            except BaseException:
+                self._tool_id = tool
+                self._release(tool)
+                raise
+
+    def _install(self, tool: int) -> None:
+        global _native_owner
+        mon = sys.monitoring
+        self._tool_id = tool
+        if self.is_native:
+            _native_owner = self
+        self._has_local.clear()
+        self._watched.clear()
+        backend = self._backend
+        backend.install(
+            self._decide,
+            self._on_exception,
+            _is_lumin_thread,
+            mon.DISABLE,
+            self.buffer_records,
+            self.sample_rate,
+            int.from_bytes(os.urandom(8), "little"),
+            tsc=_tsc_is_the_clocksource(),
+        )
+        self._new_generation()
+        ev = mon.events
+        callbacks: dict[int, Callable[..., object]] = {
+            ev.PY_START: backend.py_start,
+            ev.PY_RETURN: backend.py_return,
+            ev.PY_YIELD: backend.py_yield,
+            ev.PY_RESUME: backend.py_resume,
+            ev.PY_THROW: backend.py_resume,
+            ev.PY_UNWIND: backend.py_unwind,
+            ev.RAISE: backend.raise_,
+            ev.EXCEPTION_HANDLED: backend.exception_handled,
+        }
+        for event, callback in callbacks.items():
+            mon.register_callback(tool, event, callback)
+        mon.set_events(
+            tool, ev.PY_START | ev.PY_UNWIND | ev.PY_THROW | ev.RAISE | ev.EXCEPTION_HANDLED
+        )
+        mon.restart_events()
 
     def stop(self) -> None:
         """Stop recording and free the tool id; recorded events stay for `drain()`."""
@@ -445,30 +463,30 @@ class CallTracer:
             tool = self._tool_id
             if tool is None:
                 return
-            mon = sys.monitoring
-            mon.set_events(tool, 0)
-            for code in self._has_local.values():
-                mon.set_local_events(tool, code, 0)
-            self._has_local.clear()
-            for event in (
-                mon.events.PY_START,
-                mon.events.PY_RETURN,
-                mon.events.PY_YIELD,
-                mon.events.PY_RESUME,
-                mon.events.PY_THROW,
-                mon.events.PY_UNWIND,
-                mon.events.RAISE,
-                mon.events.EXCEPTION_HANDLED,
-            ):
-                mon.register_callback(tool, event, None)
-            mon.free_tool_id(tool)
-            self._tool_id = None
-            for key, value in self._backend.counts().items():
-                self._base_counts[key] = self._base_counts.get(key, 0) + value
-            self._backend.uninstall()
-            self._last_raised = threading.local()
-            if _native_owner is self:
-                _native_owner = None
+            self._release(tool)
+            # convert what is left now: the native buffer is shared by every CallTracer
+            leftover = self._backend.take_columns()
+            if leftover is not None:
+                self._pending.append(self._calls_batch(leftover))
+
+    def _release(self, tool: int) -> None:
+        """Turn every event off, free the tool id and end the backend's session."""
+        global _native_owner
+        mon = sys.monitoring
+        mon.set_events(tool, 0)
+        for code in self._has_local.values():
+            mon.set_local_events(tool, code, 0)
+        self._has_local.clear()
+        for event in _EVENTS:
+            mon.register_callback(tool, event, None)
+        mon.free_tool_id(tool)
+        self._tool_id = None
+        for key, value in self._backend.counts().items():
+            self._base_counts[key] = self._base_counts.get(key, 0) + value
+        self._backend.uninstall()
+        self._last_raised = threading.local()
+        if _native_owner is self:
+            _native_owner = None
 
     def ignore_current_thread(self) -> None:
         """Never trace the calling thread in this session (threads named ``lumin*`` never are)."""

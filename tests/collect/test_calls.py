@@ -419,6 +419,21 @@ def test_no_free_tool_id_is_a_clear_error(make_tracer) -> None:
             sys.monitoring.free_tool_id(t)
 
 
+@pytest.mark.skipif(calls_mod._native is None, reason="C extension not built")
+def test_a_failed_start_releases_the_tool_id() -> None:
+    tracer = CallTracer(buffer_records=1 << 55, native=True)  # no machine has 2.8 EB
+    with pytest.raises(MemoryError):
+        tracer.start()
+    assert not tracer.is_running
+    assert "lumin" not in {sys.monitoring.get_tool(t) for t in range(6)}
+    tracer = CallTracer(native=True)
+    tracer.watch(f"{MOD}:w_fib")
+    tracer.start()
+    w_fib(2)
+    tracer.stop()
+    assert len(rows(tracer.drain(), "call")) == 3
+
+
 # ---- trace() blocks and sampling -------------------------------------------------------
 
 
