@@ -476,11 +476,13 @@ class _Rejects:
         self.count += count
 
     def table(self) -> pa.Table:
+        """Return the rejected records in request order (line_no, raw, reason)."""
+        order = sorted(range(len(self.line_no)), key=self.line_no.__getitem__)
         return pa.table(
             [
-                pa.array(self.line_no, pa.int64()),
-                pa.array(self.raw, pa.string()),
-                pa.array(self.reason, pa.string()),
+                pa.array([self.line_no[i] for i in order], pa.int64()),
+                pa.array([self.raw[i] for i in order], pa.string()),
+                pa.array([self.reason[i] for i in order], pa.string()),
             ],
             schema=REJECTED_SCHEMA,
         )
