@@ -107,10 +107,19 @@ class Problem(Exception):
         self.headers = headers or {}
 
     @classmethod
-    def from_error(cls, status: int, err: Exception, **kwargs: Any) -> Problem:
-        """Return a Problem from an error message in house form (problem, Expected, Fix)."""
-        error, expected, fix = split_message(str(err))
-        return cls(status, error, expected, fix, **kwargs)
+    def from_error(
+        cls,
+        status: int,
+        err: Exception,
+        *,
+        expected: str = "Expected a request this server can read.",
+        fix: str = "see the error and the route's documentation (lumin_nb.serve.app)",
+        **kwargs: Any,
+    ) -> Problem:
+        """Return a Problem from an error message in house form (problem, Expected, Fix);
+        `expected` and `fix` fill in what the message does not say."""
+        error, said_expected, said_fix = split_message(str(err))
+        return cls(status, error, said_expected or expected, said_fix or fix, **kwargs)
 
 
 def split_message(text: str) -> tuple[str, str, str]:
@@ -120,7 +129,7 @@ def split_message(text: str) -> tuple[str, str, str]:
     fix: list[str] = []
     for line in text.splitlines():
         stripped = line.strip()
-        if stripped.startswith("Expected"):
+        if stripped.startswith(("Expected", "Known ", "Valid ")):
             expected.append(stripped)
         elif stripped.startswith("Fix:"):
             fix.append(stripped[4:].strip())

@@ -86,7 +86,10 @@ LOGS_JSON: dict[str, Any] = {
                             "spanId": "EEE19B7EC3C1B174",
                             "body": {"stringValue": "Example log record"},
                             "attributes": [
-                                {"key": "string.attribute", "value": {"stringValue": "some string"}},
+                                {
+                                    "key": "string.attribute",
+                                    "value": {"stringValue": "some string"},
+                                },
                                 {"key": "boolean.attribute", "value": {"boolValue": True}},
                                 {"key": "int.attribute", "value": {"intValue": "10"}},
                                 {"key": "double.attribute", "value": {"doubleValue": 637.704}},
@@ -214,10 +217,12 @@ def test_sdk_spans_arrive_with_ids_parents_service_and_errors(
     provider = TracerProvider(resource=Resource.create({"service.name": "checkout"}))
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     tracer = provider.get_tracer("shop.checkout", "2.0")
-    with tracer.start_as_current_span("checkout", attributes={"http.route": "/pay"}) as parent:
-        with tracer.start_as_current_span("charge card") as child:
-            child.set_status(Status(StatusCode.ERROR, "card declined"))
-            child.add_event("retry", {"attempt": 2})
+    with (
+        tracer.start_as_current_span("checkout", attributes={"http.route": "/pay"}) as parent,
+        tracer.start_as_current_span("charge card") as child,
+    ):
+        child.set_status(Status(StatusCode.ERROR, "card declined"))
+        child.add_event("retry", {"attempt": 2})
     provider.shutdown()
     wait_until(lambda: len(stored(kind="span")) == 2, what="2 spans stored")
     spans = stored(kind="span").sort("ts")

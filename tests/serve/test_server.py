@@ -77,5 +77,5 @@ def test_a_stopped_observatory_cannot_serve(obs: Observatory) -> None:
     import lumin_nb as lm
 
     lm.stop()
-    with pytest.raises(LuminError, match="lm.start"):
+    with pytest.raises(LuminError, match=r"lm\.start"):
         start_server(obs)
