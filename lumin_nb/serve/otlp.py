@@ -160,7 +160,7 @@ def decode(signal: Signal, body: bytes, *, is_json: bool, now_ns: int) -> Decode
     for i, resource_group in enumerate(getattr(request, layout.resources)):
         resource = _Resource(resource_group.resource)
         for j, scope_group in enumerate(getattr(resource_group, layout.scopes)):
-            scope = _scope_dict(scope_group.scope)
+            scope = _Scope(scope_group.scope, resource)
             for k, record in enumerate(getattr(scope_group, layout.records)):
                 position += 1
                 if (i, j, k) in skip:
@@ -567,7 +567,7 @@ class _Columns:
 class _Resource:
     """A resource's attributes, read once for all of its records."""
 
-    __slots__ = ("attributes", "host", "pid", "service")
+    __slots__ = ("attributes", "host", "json", "pid", "service")
 
     def __init__(self, resource: Any) -> None:
         self.attributes = _attributes(resource.attributes)
@@ -578,6 +578,24 @@ class _Resource:
         pid = self.attributes.get("process.pid")
         is_pid = isinstance(pid, int) and not isinstance(pid, bool) and 0 <= pid < 1 << 31
         self.pid = pid if is_pid else None
+        self.json = _dumps(self.attributes)
+
+
+class _Scope:
+    """A scope and its resource as the JSON tail every record's attrs ends with."""
+
+    __slots__ = ("name", "tail")
+
+    def __init__(self, scope: Any, resource: _Resource) -> None:
+        self.name: str = scope.name
+        # Dumped once per scope, not once per record: most of an attrs object is this tail.
+        self.tail = f'"otel.resource":{resource.json},"otel.scope":{_dumps(_scope_dict(scope))}}}'
+
+    def attrs(self, row: dict[str, Any]) -> str:
+        """Return `row` plus ``otel.resource`` and ``otel.scope`` as one JSON object."""
+        if not row:
+            return "{" + self.tail
+        return _dumps(row)[:-1] + "," + self.tail
 
 
 def _scope_dict(scope: Any) -> dict[str, Any]:
@@ -639,14 +657,14 @@ def _time(ns: int, name: str) -> str | None:
     return None
 
 
-_Converter = Callable[[_Columns, Any, _Resource, dict[str, Any], str, int, _Rejects], None]
+_Converter = Callable[[_Columns, Any, _Resource, _Scope, str, int, _Rejects], None]
 
 
 def _span(
     cols: _Columns,
     span: Any,
     resource: _Resource,
-    scope: dict[str, Any],
+    scope: _Scope,
     path: str,
     position: int,
     rejects: _Rejects,
@@ -690,8 +708,6 @@ def _span(
             }
             for link in span.links
         ]
-    row["otel.resource"] = resource.attributes
-    row["otel.scope"] = scope
     cols.add(
         "span",
         resource,
@@ -703,7 +719,7 @@ def _span(
         parent_span_id=parent,  # type: ignore[arg-type]
         entity=span.name,
         message=span.status.message or None,
-        attrs=_dumps(row),
+        attrs=scope.attrs(row),
     )
 
 
@@ -711,7 +727,7 @@ def _log(
     cols: _Columns,
     record: Any,
     resource: _Resource,
-    scope: dict[str, Any],
+    scope: _Scope,
     path: str,
     position: int,
     rejects: _Rejects,
@@ -732,8 +748,6 @@ def _log(
         row["otel.severity_text"] = record.severity_text
     if getattr(record, "event_name", ""):
         row["otel.event_name"] = record.event_name
-    row["otel.resource"] = resource.attributes
-    row["otel.scope"] = scope
     message: str | None = None
     if record.HasField("body"):
         body = _any(record.body)
@@ -745,9 +759,9 @@ def _log(
         severity=severity,
         trace_id=trace_id,  # type: ignore[arg-type]  # a str was rejected above
         span_id=span_id,  # type: ignore[arg-type]
-        entity=scope["name"] or None,
+        entity=scope.name or None,
         message=message,
-        attrs=_dumps(row),
+        attrs=scope.attrs(row),
     )
 
 
@@ -755,7 +769,7 @@ def _metric(
     cols: _Columns,
     metric: Any,
     resource: _Resource,
-    scope: dict[str, Any],
+    scope: _Scope,
     path: str,
     position: int,
     rejects: _Rejects,
@@ -800,8 +814,6 @@ def _metric(
         row.update(stats)
         if point.start_time_unix_nano:
             row["otel.start_time_unix_nano"] = point.start_time_unix_nano
-        row["otel.resource"] = resource.attributes
-        row["otel.scope"] = scope
         if value is not None and not math.isfinite(value):
             row["otel.value"] = str(value)
         cols.add(
@@ -810,7 +822,7 @@ def _metric(
             ts=point.time_unix_nano,
             entity=metric.name,
             value=value,
-            attrs=_dumps(row),
+            attrs=scope.attrs(row),
         )
 
 
