@@ -17,7 +17,9 @@
  * - per-thread call stacks are keyed by the interpreter frame, so a return matches its own
  *   start; entries whose frame left without an event (stale) are discarded when an outer
  *   frame returns;
- * - a callback never returns NULL: errors of the Python slow path are cleared and counted.
+ * - a callback never returns NULL: errors of the Python slow path are cleared and counted;
+ * - take_columns() turns the records into column buffers with the GIL released (the range it
+ *   copies is not reused until it returns), so the program keeps running while it drains.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -122,7 +124,6 @@ static uint64_t span_counter = 0;
 static uint64_t trace_base = 0;
 static uint64_t trace_counter = 0;
 static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
-static double sample_rate = 1.0;
 static uint64_t sample_threshold = UINT64_MAX; /* sample when rand < threshold */
 static int sample_all = 1;
 static int64_t epoch_offset = 0;
@@ -766,7 +767,6 @@ ct_install(PyObject *self, PyObject *args, PyObject *kwargs)
     on_exception = Py_NewRef(exc);
     thread_filter = filt == Py_None ? NULL : Py_NewRef(filt);
     Py_XSETREF(disable, Py_NewRef(dis));
-    sample_rate = rate;
     sample_all = rate >= 1.0;
     sample_threshold = rate <= 0.0 ? 0 : (uint64_t)(rate * 18446744073709551615.0);
     span_base = splitmix(seed);
