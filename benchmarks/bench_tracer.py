@@ -30,6 +30,7 @@ VARIANTS: dict[str, str] = {
     "plain": "the workload alone",
     "lumin imported": "lumin_nb.collect.calls imported (numpy, pyarrow), tracer not started",
     "lumin idle": "lumin tracer started, watching nothing",
+    "sys.monitoring floor": "no-op C callbacks on PY_START and PY_RETURN (the dispatch cost)",
     "lumin watching (native)": "every call recorded, drained every 100 ms",
     "lumin watching (python fallback)": "the same with the pure-Python backend",
     "cProfile": "cProfile.Profile enabled",
@@ -88,6 +89,20 @@ def child(variant: str) -> dict[str, Any]:
         out["seconds"] = time.perf_counter() - t0
         tracer.stop()
         out["recorded"] = tracer.stats()["recorded"]
+    elif variant == "sys.monitoring floor":
+        from lumin_nb.collect import _ctracer
+
+        mon = sys.monitoring
+        ev = mon.events
+        mon.use_tool_id(3, "floor")
+        mon.register_callback(3, ev.PY_START, _ctracer.noop)
+        mon.register_callback(3, ev.PY_RETURN, _ctracer.noop)
+        mon.set_events(3, ev.PY_START | ev.PY_RETURN)
+        t0 = time.perf_counter()
+        workloads.run()
+        out["seconds"] = time.perf_counter() - t0
+        mon.set_events(3, 0)
+        mon.free_tool_id(3)
     elif variant.startswith("lumin watching"):
         from lumin_nb.collect.calls import CallTracer
 
