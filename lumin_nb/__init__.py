@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from lumin_nb._time import TimeLike
     from lumin_nb.collect.calls import TraceBlock
     from lumin_nb.config import Config
+    from lumin_nb.serve import Server
 
 __all__ = [
     "LuminError",
@@ -33,6 +34,8 @@ __all__ = [
     "history",
     "open",
     "options",
+    "rejected",
+    "serve",
     "sql",
     "start",
     "status",
@@ -183,6 +186,42 @@ def sql(text: str) -> Any:
 def history(*, type: str | None = None, since: TimeLike = None, until: TimeLike = None) -> Any:
     """Return the domain events: StoreOpened, DebugSessionStarted, ConfigChanged, ..."""
     return _running().history(type=type, since=since, until=until)
+
+
+def serve(
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    token: str | None = None,
+    max_body_bytes: int | None = None,
+    rate_limit_per_s: float | None = None,
+) -> Server:
+    """Start the observatory's HTTP server and return it (``srv.url``, ``srv.token``).
+
+    It takes OTLP/HTTP (``/v1/traces``, ``/v1/logs``, ``/v1/metrics``; protobuf or JSON),
+    external logs (``/ingest/logs``: NDJSON, JSON arrays as Vector sends, Fluent Bit
+    ``json_lines``, ``?format=logfmt|syslog|regex|grok``), ``/status`` and ``/health``. It binds
+    127.0.0.1 and a free port by default; every route but ``/health`` needs
+    ``Authorization: Bearer <srv.token>``.
+
+    Examples
+    --------
+    >>> srv = lm.serve()  # doctest: +SKIP
+    >>> OTLPSpanExporter(endpoint=srv.url + "/v1/traces",
+    ...                  headers={"Authorization": f"Bearer {srv.token}"})  # doctest: +SKIP
+    """
+    return _running().serve(
+        host=host,
+        port=port,
+        token=token,
+        max_body_bytes=max_body_bytes,
+        rate_limit_per_s=rate_limit_per_s,
+    )
+
+
+def rejected() -> Any:
+    """Return the records the servers could not read (line_no, raw, reason): a dead letter."""
+    return _running().rejected()
 
 
 def open(path: str | os.PathLike[str]) -> Observatory:

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from lumin_nb.collect.runtime_metrics import RuntimeMetrics
     from lumin_nb.collect.tasks import TaskCollector
     from lumin_nb.event import EventBuilder
+    from lumin_nb.serve import Server
     from lumin_nb.store import Store
 
 
@@ -102,6 +103,7 @@ class Observatory:
         self.logs: LogCollector | None = None
         self.tasks: TaskCollector | None = None
         self.runtime: RuntimeMetrics | None = None
+        self.servers: list[Server] = []
         self.is_running = False
 
     # -- life cycle ------------------------------------------------------------------
@@ -180,6 +182,9 @@ class Observatory:
             return
         if not self.is_running:
             return
+        for server in self.servers:  # first, so no request is answered 503 mid-shutdown
+            server.stop()
+        self.servers.clear()
         self.is_running = False
         self._stop.set()
         if self._flusher is not None:
@@ -307,6 +312,45 @@ class Observatory:
         if self.tasks is not None:
             self.tasks.record_exception(exc, phase)
 
+    # -- servers -----------------------------------------------------------------------
+    def serve(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        token: str | None = None,
+        max_body_bytes: int | None = None,
+        rate_limit_per_s: float | None = None,
+    ) -> Server:
+        """Start the HTTP server (ingestion, OTLP, status) of this observatory; see `lm.serve`."""
+        from lumin_nb.serve import DEFAULT_MAX_BODY_BYTES, DEFAULT_RATE_LIMIT_PER_S, start_server
+
+        server = start_server(
+            self,
+            host=host,
+            port=port,
+            token=token,
+            max_body_bytes=max_body_bytes or DEFAULT_MAX_BODY_BYTES,
+            rate_limit_per_s=rate_limit_per_s or DEFAULT_RATE_LIMIT_PER_S,
+        )
+        self.servers.append(server)
+        return server
+
+    def rejected(self) -> Any:
+        """Return the records the servers could not read: line_no, raw, reason."""
+        import polars as pl
+        import pyarrow as pa
+
+        tables = [server.rejected() for server in self.servers]
+        if not tables:
+            schema = pa.schema(
+                [("line_no", pa.int64()), ("raw", pa.string()), ("reason", pa.string())]
+            )
+            tables = [schema.empty_table()]
+        df = pl.from_arrow(pa.concat_tables(tables, promote_options="default"))
+        assert isinstance(df, pl.DataFrame)
+        return to_frame(df)
+
     # -- queries -----------------------------------------------------------------------
     def events(
         self,
@@ -395,6 +439,7 @@ class Observatory:
         if self.builder is not None:
             dropped["buffer"] = self.builder.dropped
         size = int(stats.get("bytes_on_disk", 0))  # type: ignore[call-overload]
+        servers = {s.url: "running" if s.is_running else "stopped" for s in self.servers}
         return Status(
             state="read-only" if self.read_only else ("running" if self.is_running else "stopped"),
             profile=self.config.profile,
@@ -406,4 +451,5 @@ class Observatory:
             dropped=dropped,
             store=str(self.store.path),
             store_size=_human_bytes(size),
+            servers=servers or "none (lm.serve())",
         )

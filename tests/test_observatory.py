@@ -137,3 +137,23 @@ def test_a_stopped_store_reopens_read_only(tmp_path: Path, app: ModuleType) -> N
 def test_api_without_observatory_says_how_to_start() -> None:
     with pytest.raises(NotRunningError, match=r"%load_ext lumin"):
         lm.events()
+
+
+def test_serve_takes_external_logs_and_keeps_the_bad_lines(store: Path) -> None:
+    import httpx
+
+    srv = lm.serve()
+    assert srv.url.startswith("http://127.0.0.1:")
+    body = b'{"msg": "disk full", "level": "error", "service": "db"}\nnot json\n'
+    answer = httpx.post(
+        srv.url + "/ingest/logs",
+        content=body,
+        headers={"Authorization": f"Bearer {srv.token}", "Content-Type": "application/x-ndjson"},
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["accepted"] == 1 and answer.json()["rejected"] == 1
+    assert httpx.get(srv.url + "/status").status_code == 401
+    logs = lm.events(kind="log", service="db")
+    assert logs["message"].to_list() == ["disk full"] and logs["severity"].to_list() == [17]
+    assert "invalid JSON" in lm.rejected()["reason"][0]
+    assert lm.status()["servers"] == {srv.url: "running"}
