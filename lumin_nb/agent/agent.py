@@ -401,13 +401,18 @@ class Agent:
                 self.last_error = repr(exc)
 
     def _collect(self) -> None:
+        """Enqueue what the sources hold, then one metric event per drop reason since the
+        last report (last, so it counts the drops of this very collection)."""
+        self._take_ready()
         batches = [self.builder.build()]
         if self.tracer is not None:
             batches.append(self.tracer.drain())
-        batches.append(self._drop_batch())
         for batch in batches:
             if batch is not None and batch.num_rows:
-                self._enqueue(batch, always=batch is batches[-1])
+                self._enqueue(batch)
+        report = self._drop_batch()
+        if report is not None:
+            self._enqueue(report, always=True)
 
     def _take_ready(self) -> None:
         while True:

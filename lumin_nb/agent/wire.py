@@ -92,10 +92,14 @@ def encode_batch(batch: pa.RecordBatch) -> pa.Buffer:
     """Return `batch` as one Arrow IPC stream (the payload frame)."""
     import pyarrow as pa
 
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, batch.schema) as writer:
+    # measure first, then write into one buffer of the exact size: no regrowth copies
+    mock = pa.MockOutputStream()
+    with pa.ipc.new_stream(mock, batch.schema) as writer:
         writer.write_batch(batch)
-    return sink.getvalue()
+    buffer = pa.allocate_buffer(mock.size())
+    with pa.ipc.new_stream(pa.FixedSizeBufferWriter(buffer), batch.schema) as writer:
+        writer.write_batch(batch)
+    return buffer
 
 
 def decode_batch(frame: Any) -> pa.RecordBatch:

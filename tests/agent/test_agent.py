@@ -181,3 +181,29 @@ def test_stop_ships_the_tail_before_the_process_ends(
     child.send("log INFO last words")
     assert child.proc.stop(timeout_s=10) == -signal.SIGTERM
     assert rows(store, message="last words"), "SIGTERM lost the unshipped tail"
+
+
+def test_hook_without_endpoint_loads_nothing_of_lumin() -> None:
+    import subprocess
+    import sys
+
+    from lumin_nb.agent.autostart import environment
+
+    env = environment(endpoint="tcp://127.0.0.1:9", token="t", service="s")
+    del env["LUMIN_ENDPOINT"]
+    heavy = "('lumin', 'zmq', 'pyarrow')"
+    code = f"import sys; print(sorted(m for m in sys.modules if m.startswith({heavy})))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]", out.stdout
+    assert (
+        "sitecustomize"
+        in subprocess.run(
+            [sys.executable, "-c", "import sys; print(sys.modules['sitecustomize'].__file__)"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
