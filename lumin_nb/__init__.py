@@ -14,14 +14,14 @@ from typing import TYPE_CHECKING, Any
 
 from lumin_nb._options import options
 from lumin_nb._version import __version__
-from lumin_nb.errors import LuminError
-from lumin_nb.errors import NotRunningError as _NotRunningError
+from lumin_nb.errors import LuminError, NotRunningError as _NotRunningError
 
 if TYPE_CHECKING:
     import os
 
     from lumin_nb._observatory import Observatory, Status
     from lumin_nb._time import TimeLike
+    from lumin_nb.agent import MonitoredProcess
     from lumin_nb.collect.calls import TraceBlock
     from lumin_nb.config import Config
     from lumin_nb.serve import Server
@@ -35,6 +35,7 @@ __all__ = [
     "open",
     "options",
     "rejected",
+    "run",
     "serve",
     "sql",
     "start",
@@ -217,6 +218,27 @@ def serve(
         max_body_bytes=max_body_bytes,
         rate_limit_per_s=rate_limit_per_s,
     )
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    service: str,
+    watch: Sequence[str] = (),
+    env: dict[str, str] | None = None,
+    **popen: Any,
+) -> MonitoredProcess:
+    """Start a monitored process: its logs, calls of `watch` patterns, threads, tasks and
+    metrics flow into this observatory over ZeroMQ (127.0.0.1, token-checked).
+
+    Returns a handle with ``.pid``, ``.events(**filters)``, ``.stop()``, ``.wait()``.
+
+    Examples
+    --------
+    >>> p = lm.run(["python", "shop.py"], service="orders", watch=["shop.*"])  # doctest: +SKIP
+    >>> p.events(kind="log"); p.stop()  # doctest: +SKIP
+    """
+    return _running().run(argv, service=service, watch=watch, env=env, **popen)
 
 
 def rejected() -> Any:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import json
 import os
 import socket
 import threading
@@ -36,6 +37,7 @@ from lumin_nb.errors import LuminError
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from lumin_nb.agent import MonitoredProcess, Receiver
     from lumin_nb.collect.calls import CallTracer, TraceBlock
     from lumin_nb.collect.logs import LogCollector
     from lumin_nb.collect.runtime_metrics import RuntimeMetrics
@@ -43,6 +45,10 @@ if TYPE_CHECKING:
     from lumin_nb.event import EventBuilder
     from lumin_nb.serve import Server
     from lumin_nb.store import Store
+
+
+#: where a running observatory writes its agents' endpoints and token (for `lumin run`)
+AGENT_FILE = "agent.json"
 
 
 class Status(dict[str, Any]):
@@ -104,6 +110,7 @@ class Observatory:
         self.tasks: TaskCollector | None = None
         self.runtime: RuntimeMetrics | None = None
         self.servers: list[Server] = []
+        self.receiver: Receiver | None = None
         self.is_running = False
 
     # -- life cycle ------------------------------------------------------------------
@@ -162,6 +169,8 @@ class Observatory:
             with contextlib.suppress(RuntimeError):
                 self.runtime.watch_loop(asyncio.get_running_loop())
             self.runtime.start()
+        if cfg.accept_agents:
+            self.receiver_info()
         self.manager.subscribe(self._on_config_changed)
         self.store.record(
             "DebugSessionStarted",
@@ -185,6 +194,10 @@ class Observatory:
         for server in self.servers:  # first, so no request is answered 503 mid-shutdown
             server.stop()
         self.servers.clear()
+        if self.receiver is not None:  # before the store closes: what agents sent is kept
+            self.receiver.stop()
+            self.receiver = None
+            (self.store.path / AGENT_FILE).unlink(missing_ok=True)
         self.is_running = False
         self._stop.set()
         if self._flusher is not None:
@@ -311,6 +324,54 @@ class Observatory:
         """Record an exception that nothing caught (the kernel's cells, threads)."""
         if self.tasks is not None:
             self.tasks.record_exception(exc, phase)
+
+    # -- monitored processes -------------------------------------------------------------
+    def receiver_info(self) -> dict[str, str]:
+        """Start the agents' receiver if needed; return its endpoints and token.
+
+        They are also written (mode 0600) to ``<store>/agent.json`` so `lumin run` in a
+        terminal can reach this observatory.
+        """
+        from lumin_nb.agent import start_receiver
+
+        if self.receiver is None:
+            self.receiver = start_receiver(self.store)
+            info = {
+                "endpoint": self.receiver.endpoint,
+                "control_endpoint": self.receiver.control_endpoint,
+                "token": self.receiver.token,
+            }
+            path = self.store.path / AGENT_FILE
+            path.touch(mode=0o600)
+            path.write_text(json.dumps(info))
+        rx = self.receiver
+        return {"endpoint": rx.endpoint, "control_endpoint": rx.control_endpoint, "token": rx.token}
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        service: str,
+        watch: Sequence[str] = (),
+        env: dict[str, str] | None = None,
+        **popen: Any,
+    ) -> MonitoredProcess:
+        """Start `argv` as a monitored process shipping to this observatory; see `lm.run`."""
+        from lumin_nb.agent import spawn
+
+        info = self.receiver_info()
+        return spawn(
+            list(argv),
+            service=service,
+            endpoint=info["endpoint"],
+            control_endpoint=info["control_endpoint"],
+            token=info["token"],
+            env=env,
+            watch=tuple(watch),
+            query=self.events,
+            receiver=self.receiver,
+            **popen,
+        )
 
     # -- servers -----------------------------------------------------------------------
     def serve(
@@ -440,6 +501,7 @@ class Observatory:
             dropped["buffer"] = self.builder.dropped
         size = int(stats.get("bytes_on_disk", 0))  # type: ignore[call-overload]
         servers = {s.url: "running" if s.is_running else "stopped" for s in self.servers}
+        agents = self.receiver.agents() if self.receiver is not None else []
         return Status(
             state="read-only" if self.read_only else ("running" if self.is_running else "stopped"),
             profile=self.config.profile,
@@ -452,4 +514,6 @@ class Observatory:
             store=str(self.store.path),
             store_size=_human_bytes(size),
             servers=servers or "none (lm.serve())",
+            agents={a["producer"]: f"{a['service']} pid {a['pid']}" for a in agents}
+            or "none (lm.run([...]))",
         )

@@ -38,6 +38,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["table", "csv", "json"], default="table")
     p.add_argument("--max-rows", type=int, default=50, help="rows shown with --format table")
     _store_arg(p)
+    p = sub.add_parser("run", help="run a command as a monitored process of a running observatory")
+    p.add_argument("--service", required=True, help="the service name of its events")
+    p.add_argument(
+        "--watch", action="append", default=[], help="trace calls of matching modules (repeat)"
+    )
+    _store_arg(p)
+    p.add_argument("cmd", nargs=argparse.REMAINDER, help="-- python app.py ...")
     p = sub.add_parser("demo", help="trace a sample workload and show what Lumin sees")
     p.add_argument("--store", default=None, help="store folder (default: a temporary one)")
     sub.add_parser("version", help="print the version")
@@ -71,6 +78,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "query":
             _check_store(args.store)
             _query(args.store, args.sql, args.format, args.max_rows)
+        elif args.command == "run":
+            return _run(args.store, args.service, args.watch, args.cmd)
         elif args.command == "demo":
             from lumin_nb.demo import run_demo
 
@@ -79,6 +88,40 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"lumin: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _run(store: str, service: str, watch: list[str], cmd: list[str]) -> int:
+    """Run `cmd` monitored by the observatory whose store is `store`; return its exit code."""
+    import json
+
+    from lumin_nb._observatory import AGENT_FILE
+    from lumin_nb.agent import spawn
+
+    cmd = cmd[1:] if cmd[:1] == ["--"] else cmd
+    if not cmd:
+        raise LuminError(
+            "lumin run needs a command to run.\nFix: lumin run --service orders -- python app.py"
+        )
+    path = os.path.join(store, AGENT_FILE)
+    if not os.path.exists(path):
+        raise LuminError(
+            f"no running observatory accepts monitored processes at --store {store!r} "
+            f"({path} is missing).\n"
+            "Fix: start the observatory first (%load_ext lumin, or lm.start() in a script) "
+            "and pass its store folder: lumin run --store PATH --service S -- CMD"
+        )
+    with open(path) as f:
+        info = json.load(f)
+    process = spawn(
+        cmd,
+        service=service,
+        endpoint=info["endpoint"],
+        control_endpoint=info["control_endpoint"],
+        token=info["token"],
+        watch=tuple(watch),
+    )
+    code = process.wait()
+    return int(code or 0)
 
 
 def _query(store: str, text: str, fmt: str, max_rows: int) -> None:

@@ -7,6 +7,16 @@ Environment variables, each read once when an observatory starts:
 
 - ``LUMIN_HOME``: the store folder (default ``./.lumin``).
 - ``LUMIN_PROFILE``: the profile `lm.start()` and `%load_ext lumin` use (default ``dev``).
+
+Read by the agent inside a monitored process (`lm.run` and `lumin run` set them):
+
+- ``LUMIN_ENDPOINT``: the observatory's data endpoint (``tcp://127.0.0.1:PORT``); when set,
+  the auto-start hook starts an agent.
+- ``LUMIN_CONTROL_ENDPOINT``: the observatory's control endpoint (acks, config changes).
+- ``LUMIN_TOKEN``: the shared secret the observatory checks on every batch.
+- ``LUMIN_SERVICE``: the service name of the process's events (default: the script's name).
+- ``LUMIN_WATCH``: comma-separated watch patterns for the call tracer (``"shop.*,app.db:query"``).
+- ``LUMIN_PARENT_PRODUCER``: the producer of the monitored process that started this one.
 """
 
 from __future__ import annotations
@@ -25,6 +35,12 @@ PROFILES: Final[tuple[str, ...]] = get_args(Profile)
 ENV_HOME: Final = "LUMIN_HOME"
 ENV_PROFILE: Final = "LUMIN_PROFILE"
 DEFAULT_HOME: Final = ".lumin"
+ENV_ENDPOINT: Final = "LUMIN_ENDPOINT"
+ENV_CONTROL: Final = "LUMIN_CONTROL_ENDPOINT"
+ENV_TOKEN: Final = "LUMIN_TOKEN"
+ENV_SERVICE: Final = "LUMIN_SERVICE"
+ENV_WATCH: Final = "LUMIN_WATCH"
+ENV_PARENT: Final = "LUMIN_PARENT_PRODUCER"
 
 _DAY_S: Final = 86_400
 
@@ -68,6 +84,8 @@ class Config:
     overhead_budget: float = 0.10
     #: the service name of this process's events
     service: str = "kernel"
+    #: listen for agents of monitored processes (`lm.run`, `lumin run`) on 127.0.0.1
+    accept_agents: bool = True
 
     def as_dict(self) -> dict[str, Any]:
         """Return the settings as a plain dict."""

@@ -10,6 +10,8 @@
     ├── QueryError (ValueError)           SQL that DuckDB refused, with the columns listed
     ├── StoreError (OSError)              a store folder that cannot be opened or written
     ├── IngestError (ValueError)          a payload format or pattern Lumin cannot read at all
+    ├── WireError (ValueError)            a message that is not a Lumin agent message
+    ├── ControlError (RuntimeError)       a control message not delivered or not answered
     └── NotRunningError (RuntimeError)    an API call that needs `lm.start()` first
 
 Messages follow the house form: what was wrong (with the value), what was expected, the fix.
@@ -51,6 +53,14 @@ class StoreError(LuminError, OSError):
 
 class IngestError(LuminError, ValueError):
     """An ingestion request Lumin cannot read at all (unknown format, bad pattern)."""
+
+
+class WireError(LuminError, ValueError):
+    """A message that is not a Lumin agent message (bad framing, payload or JSON)."""
+
+
+class ControlError(LuminError, RuntimeError):
+    """A control message that could not be delivered or was not answered in time."""
 
 
 class NotRunningError(LuminError, RuntimeError):

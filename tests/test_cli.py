@@ -81,3 +81,8 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert "lumin_nb.demo.shop:checkout" in out.stdout
     assert "OutOfStock" in out.stdout or "PaymentDeclined" in out.stdout
     assert "running" in out.stdout
+
+
+def test_run_without_a_running_observatory_says_how(tmp_path: Path) -> None:
+    out = _run("run", "--store", str(tmp_path), "--service", "x", "--", sys.executable, "-V")
+    assert out.returncode == 1 and "start the observatory first" in out.stderr

@@ -157,3 +157,46 @@ def test_serve_takes_external_logs_and_keeps_the_bad_lines(store: Path) -> None:
     assert logs["message"].to_list() == ["disk full"] and logs["severity"].to_list() == [17]
     assert "invalid JSON" in lm.rejected()["reason"][0]
     assert lm.status()["servers"] == {srv.url: "running"}
+
+
+CHILD = """
+import logging, sys
+logging.getLogger("child").warning("hello from %s", sys.argv[1])
+"""
+
+
+def test_run_monitors_a_child_process(store: Path) -> None:
+    from conftest import wait_until
+
+    p = lm.run([sys.executable, "-c", CHILD, "orders"], service="orders")
+    assert p.wait(timeout_s=60) == 0
+
+    def arrived() -> bool:
+        logs = lm.events(kind="log", service="orders")
+        return "hello from orders" in logs["message"].to_list()
+
+    wait_until(arrived, timeout_s=20, what="the child's log event in the store")
+    (row,) = lm.events(kind="log", service="orders").rows(named=True)
+    assert row["pid"] == p.pid and row["severity"] == 13
+    assert any(a.startswith("orders:") for a in lm.status()["agents"])
+
+
+def test_lumin_run_from_a_terminal_reaches_the_running_observatory(store: Path) -> None:
+    import subprocess
+
+    from conftest import wait_until
+
+    lumin_bin = Path(sys.executable).parent / "lumin"
+    out = subprocess.run(
+        [str(lumin_bin), "run", "--store", str(store), "--service", "cli-job", "--"]
+        + [sys.executable, "-c", CHILD, "cli"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    wait_until(
+        lambda: lm.events(kind="log", service="cli-job").height == 1,
+        timeout_s=20,
+        what="the log of the process started by `lumin run`",
+    )

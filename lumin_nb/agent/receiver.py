@@ -31,13 +31,16 @@ from typing import TYPE_CHECKING, Any, Final, TypedDict
 
 from lumin_nb.agent.wire import (
     Header,
-    WireError,
     decode_batch,
     decode_control,
     decode_header,
     encode_control,
 )
-from lumin_nb.errors import LuminError, closest
+from lumin_nb.errors import (
+    ControlError as ControlError,  # re-exported by lumin_nb.agent
+    WireError,
+    closest,
+)
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -48,12 +51,6 @@ if TYPE_CHECKING:
 #: batches a PULL socket holds before the agent's PUSH waits (the agent keeps them instead)
 RCV_HWM: Final = 64
 _POLL_MS: Final = 100
-
-
-class ControlError(LuminError, RuntimeError):
-    """A control message that could not be delivered or was not answered in time."""
-
-    # TODO(issue 3): move into the errors.py tree.
 
 
 class AgentInfo(TypedDict):

@@ -25,7 +25,7 @@ import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-from lumin_nb.errors import LuminError
+from lumin_nb.errors import WireError as WireError  # re-exported by lumin_nb.agent
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -35,12 +35,6 @@ _HEAD: Final = struct.Struct("!4sqqHH")
 MAX_TOKEN_BYTES: Final = 1024
 MAX_PRODUCER_BYTES: Final = 1024
 MAX_CONTROL_BYTES: Final = 1 << 20
-
-
-class WireError(LuminError, ValueError):
-    """A message that is not a Lumin agent message (bad framing, payload or JSON)."""
-
-    # TODO(issue 3): move into the errors.py tree (agent/ owns no errors.py entry yet).
 
 
 @dataclass(frozen=True, slots=True)
