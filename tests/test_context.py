@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from hypothesis import example, given
-from hypothesis import strategies as st
+from hypothesis import example, given, strategies as st
 
 from lumin_nb import context
 from lumin_nb.context import TraceContext, parse_traceparent, parse_tracestate

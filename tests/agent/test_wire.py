@@ -10,8 +10,7 @@ import pyarrow as pa
 import pytest
 import zmq
 from _agent_helpers import wait_until
-from hypothesis import example, given
-from hypothesis import strategies as st
+from hypothesis import example, given, strategies as st
 
 from lumin_nb.agent import Agent, Receiver, WireError
 from lumin_nb.agent.wire import (

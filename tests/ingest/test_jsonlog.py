@@ -6,8 +6,7 @@ import json
 from datetime import UTC, datetime
 
 import pyarrow as pa
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 from lumin_nb.event import problems
 from lumin_nb.ingest import IngestError, parse, parse_json, parse_ndjson

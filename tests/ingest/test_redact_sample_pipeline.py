@@ -7,8 +7,7 @@ import json
 
 import pyarrow as pa
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 from lumin_nb.config import profile_config
 from lumin_nb.event import batch_from_columns

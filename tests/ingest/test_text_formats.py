@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 from lumin_nb.event import problems
 from lumin_nb.ingest import IngestError, parse, parse_grok, parse_logfmt, parse_regex, parse_syslog

@@ -11,8 +11,7 @@ import tempfile
 import numpy as np
 import pyarrow as pa
 from conftest import T0_NS, make_batch
-from hypothesis import example, given, settings
-from hypothesis import strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 from lumin_nb.event import EVENT_SCHEMA, batch_from_columns
 from lumin_nb.store import Store
