@@ -719,6 +719,8 @@ cb_noop(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     RETURN_NONE_FAST;
 }
 
+static void set_rate(double rate);
+
 /* ---- control ------------------------------------------------------------------------- */
 
 static void
@@ -767,8 +769,7 @@ ct_install(PyObject *self, PyObject *args, PyObject *kwargs)
     on_exception = Py_NewRef(exc);
     thread_filter = filt == Py_None ? NULL : Py_NewRef(filt);
     Py_XSETREF(disable, Py_NewRef(dis));
-    sample_all = rate >= 1.0;
-    sample_threshold = rate <= 0.0 ? 0 : (uint64_t)(rate * 18446744073709551615.0);
+    set_rate(rate);
     span_base = splitmix(seed);
     span_counter = 0;
     trace_base = splitmix(seed ^ 0xA5A5A5A5A5A5A5A5ull);
@@ -805,6 +806,24 @@ ct_set_generation(PyObject *self, PyObject *arg)
         return NULL;
     }
     generation = (uintptr_t)g;
+    Py_RETURN_NONE;
+}
+
+static void
+set_rate(double rate)
+{
+    sample_all = rate >= 1.0;
+    sample_threshold = rate <= 0.0 ? 0 : (uint64_t)(rate * 18446744073709551615.0);
+}
+
+static PyObject *
+ct_set_sample_rate(PyObject *self, PyObject *arg)
+{
+    double rate = PyFloat_AsDouble(arg);
+    if (rate == -1.0 && PyErr_Occurred()) {
+        return NULL;
+    }
+    set_rate(rate);
     Py_RETURN_NONE;
 }
 
@@ -1018,6 +1037,7 @@ static PyMethodDef ctracer_methods[] = {
      "Allocate the ring buffer and start a recording session."},
     {"uninstall", ct_uninstall, METH_NOARGS, "End the session; take_columns() still works."},
     {"set_generation", ct_set_generation, METH_O, "Invalidate every cached decision."},
+    {"set_sample_rate", ct_set_sample_rate, METH_O, "Fraction of call trees kept, from now."},
     {"set_block", ct_set_block, METH_VARARGS, "Set the active trace() block (0 for none)."},
     {"take_columns", ct_take_columns, METH_NOARGS,
      "Records since the last call, as column buffers (GIL released while copying)."},

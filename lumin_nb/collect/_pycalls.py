@@ -202,6 +202,9 @@ class PyBackend:
     def set_generation(self, generation: int) -> None:
         self._generation = generation
 
+    def set_sample_rate(self, rate: float) -> None:
+        self._sample_rate = rate
+
     def set_block(self, span: int, hi: int, lo: int) -> None:
         self._block = (span, hi, lo)
 

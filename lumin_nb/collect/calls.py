@@ -110,6 +110,17 @@ _CELL_FILE: Final = re.compile(r"(ipykernel_\d+[/\\][^/\\]+\.py$)|(^<ipython-inp
 _MAIN_FILES: Final = frozenset({"<stdin>", "<string>"})
 _LUMIN_DIR: Final = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+#: Lumin's sample app is traced like any user code (the demo and tutorials watch it)
+_DEMO_DIR: Final = os.path.join(_LUMIN_DIR, "demo") + os.sep
+
+
+def _is_lumin(module: str, filename: str) -> bool:
+    """Lumin's own code, which is never traced; its demo app is not Lumin's own."""
+    if module.startswith("lumin_nb.demo") or filename.startswith(_DEMO_DIR):
+        return False
+    return module.partition(".")[0] in ("lumin", "lumin_nb") or filename.startswith(_LUMIN_DIR)
+
+
 _generations = itertools.count(2)  # process-wide: cached decisions never outlive a session
 _native_owner: CallTracer | None = None  # the native backend's state is per process
 
@@ -134,6 +145,7 @@ class _Backend(Protocol):
     ) -> None: ...
     def uninstall(self) -> None: ...
     def set_generation(self, generation: int) -> None: ...
+    def set_sample_rate(self, rate: float) -> None: ...
     def set_block(self, span: int, hi: int, lo: int) -> None: ...
     def take_columns(self) -> Columns | None: ...
     def counts(self) -> dict[str, int]: ...
@@ -352,11 +364,6 @@ class CallTracer:
                 f"buffer_records={buffer_records!r}: expected a positive number of calls. "
                 "Fix: CallTracer(buffer_records=1 << 20)"
             )
-        if not 0.0 <= sample_rate <= 1.0:
-            raise ValueError(
-                f"sample_rate={sample_rate!r}: expected a fraction between 0.0 and 1.0. "
-                "Fix: CallTracer(sample_rate=0.1)"
-            )
         if native and _native is None:
             raise ImportError(
                 "native=True but the C extension lumin_nb.collect._ctracer is not built. "
@@ -365,10 +372,11 @@ class CallTracer:
         self.is_native: bool = _native is not None and native is not False
         self._backend: _Backend = cast(_Backend, _native) if self.is_native else PyBackend()
         self.buffer_records = buffer_records
+        self._tool_id: int | None = None
+        self._sample_rate = 1.0
         self.sample_rate = sample_rate
         self._patterns: tuple[str, ...] = ()
         self._lock = threading.RLock()
-        self._tool_id: int | None = None
         self._generation = next(_generations)
         self._entities: dict[int, tuple[CodeType, str]] = {}
         self._has_local: dict[int, CodeType] = {}
@@ -383,6 +391,22 @@ class CallTracer:
         self._n_events = 0  # exception and span events kept
         self._pid = os.getpid()
         self._pids: np.ndarray | None = None
+
+    @property
+    def sample_rate(self) -> float:
+        """Fraction of call trees kept; setting it applies to the next root call."""
+        return self._sample_rate
+
+    @sample_rate.setter
+    def sample_rate(self, rate: float) -> None:
+        if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0.0 <= rate <= 1:
+            raise ValueError(
+                f"sample_rate={rate!r}: expected a fraction between 0.0 and 1.0. "
+                "Fix: CallTracer(sample_rate=0.1)"
+            )
+        self._sample_rate = float(rate)
+        if self._tool_id is not None:
+            self._backend.set_sample_rate(self._sample_rate)
 
     # ---- lifecycle ---------------------------------------------------------------------
 
@@ -548,7 +572,7 @@ class CallTracer:
         module = self._modules.module_of(filename)
         top = module.partition(".")[0]
         flags = 0
-        if top in ("lumin", "lumin_nb") or filename.startswith(_LUMIN_DIR):
+        if _is_lumin(module, filename):
             flags = 0
         elif self._patterns and self._matches(module, code.co_qualname):
             flags = _WATCHED

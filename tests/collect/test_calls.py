@@ -489,6 +489,22 @@ def test_sampling_keeps_or_drops_whole_trees(make_tracer) -> None:
     assert 40 <= len(trees) <= 160
 
 
+def test_sample_rate_changes_apply_to_a_running_tracer(make_tracer) -> None:
+    tracer = make_tracer(sample_rate=1.0)
+    tracer.watch(f"{MOD}:w_fib")
+    tracer.start()
+    w_fib(3)
+    tracer.sample_rate = 0.0  # the observatory does this when the config changes
+    for _ in range(20):
+        w_fib(3)
+    tracer.sample_rate = 1.0
+    w_fib(3)
+    tracer.stop()
+    assert len(rows(tracer.drain(), "call")) == 10
+    with pytest.raises(ValueError, match=r"sample_rate=1\.5"):
+        tracer.sample_rate = 1.5
+
+
 def test_exceptions_are_recorded_even_in_unsampled_trees(make_tracer) -> None:
     tracer = make_tracer(sample_rate=0.0)
     tracer.watch(f"{MOD}:w_*")
