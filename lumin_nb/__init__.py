@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from lumin_nb.agent import MonitoredProcess
     from lumin_nb.collect.calls import TraceBlock
     from lumin_nb.config import Config
-    from lumin_nb.serve import Server
+    from lumin_nb.server import Server
 
 __all__ = [
     "LuminError",

@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from lumin_nb.collect.runtime_metrics import RuntimeMetrics
     from lumin_nb.collect.tasks import TaskCollector
     from lumin_nb.event import EventBuilder
-    from lumin_nb.serve import Server
+    from lumin_nb.server import Server
     from lumin_nb.store import Store
 
 
@@ -104,6 +104,7 @@ class Observatory:
         self._stored = 0
         self._stop = threading.Event()
         self._flusher: threading.Thread | None = None
+        self._drainer: threading.Thread | None = None
         self.builder: EventBuilder | None = None
         self.tracer: CallTracer | None = None
         self.logs: LogCollector | None = None
@@ -183,6 +184,11 @@ class Observatory:
         self.is_running = True
         self._flusher = threading.Thread(target=self._flush_loop, name="lumin-flusher", daemon=True)
         self._flusher.start()
+        if self.tracer is not None:
+            self._drainer = threading.Thread(
+                target=self._drain_loop, name="lumin-drain-calls", daemon=True
+            )
+            self._drainer.start()
 
     def stop(self) -> None:
         """Stop every collector, store what they hold, and close the store (idempotent)."""
@@ -202,6 +208,8 @@ class Observatory:
         self._stop.set()
         if self._flusher is not None:
             self._flusher.join(timeout=10)
+        if self._drainer is not None:
+            self._drainer.join(timeout=10)
         if self.runtime is not None:
             self.runtime.stop()
         if self.logs is not None:
@@ -249,21 +257,38 @@ class Observatory:
             except Exception as exc:  # the flusher must outlive a bad batch
                 self._last_error = repr(exc)
 
+    def _drain_loop(self) -> None:
+        # The native ring fills in ~150 ms when hot code is watched: drain it as soon as it
+        # is half full (the tracer wakes us), not only at the flush interval.
+        tracer = self.tracer
+        assert tracer is not None
+        while not self._stop.is_set():
+            try:
+                tracer.wait_for_drain(0.1)
+                batch = tracer.drain()
+                if batch is not None and batch.num_rows:
+                    self._append(batch)
+            except Exception as exc:
+                self._last_error = repr(exc)
+
+    def _append(self, batch: pa.RecordBatch) -> int:
+        with self._sync_lock:
+            moved = self.store.append(self._stamp(batch))
+            self._stored += moved
+            self._rates.append((time.monotonic(), self._stored))
+        return moved
+
     def sync(self) -> int:
         """Move everything the collectors hold into the store now; return the rows moved."""
         if self.read_only or self.builder is None:
             return 0
         moved = 0
-        with self._sync_lock:
-            batches = [self.builder.build()]
-            if self.tracer is not None:
-                batches.append(self.tracer.drain())
-            for batch in batches:
-                if batch is None or batch.num_rows == 0:
-                    continue
-                moved += self.store.append(self._stamp(batch))
-            self._stored += moved
-            self._rates.append((time.monotonic(), self._stored))
+        batches = [self.builder.build()]
+        if self.tracer is not None:
+            batches.append(self.tracer.drain())
+        for batch in batches:
+            if batch is not None and batch.num_rows:
+                moved += self._append(batch)
         return moved
 
     def _stamp(self, batch: pa.RecordBatch) -> pa.RecordBatch:
@@ -384,7 +409,7 @@ class Observatory:
         rate_limit_per_s: float | None = None,
     ) -> Server:
         """Start the HTTP server (ingestion, OTLP, status) of this observatory; see `lm.serve`."""
-        from lumin_nb.serve import DEFAULT_MAX_BODY_BYTES, DEFAULT_RATE_LIMIT_PER_S, start_server
+        from lumin_nb.server import DEFAULT_MAX_BODY_BYTES, DEFAULT_RATE_LIMIT_PER_S, start_server
 
         server = start_server(
             self,

@@ -12,6 +12,7 @@
     ├── IngestError (ValueError)          a payload format or pattern Lumin cannot read at all
     ├── WireError (ValueError)            a message that is not a Lumin agent message
     ├── ControlError (RuntimeError)       a control message not delivered or not answered
+    ├── TracerBusyError (RuntimeError)    no sys.monitoring tool id free, or a tracer runs
     └── NotRunningError (RuntimeError)    an API call that needs `lm.start()` first
 
 Messages follow the house form: what was wrong (with the value), what was expected, the fix.
@@ -61,6 +62,10 @@ class WireError(LuminError, ValueError):
 
 class ControlError(LuminError, RuntimeError):
     """A control message that could not be delivered or was not answered in time."""
+
+
+class TracerBusyError(LuminError, RuntimeError):
+    """No `sys.monitoring` tool id is free, or another CallTracer holds the native backend."""
 
 
 class NotRunningError(LuminError, RuntimeError):

@@ -71,3 +71,16 @@ def test_import_loads_no_heavy_module() -> None:
     loaded = set(re.findall(r"\|\s+(\S+)$", out.stderr, re.MULTILINE))
     heavy = sorted(m for m in loaded if m.split(".")[0] in HEAVY)
     assert not heavy, f"`import lumin` loaded heavy modules: {heavy}"
+
+
+def test_api_functions_survive_the_import_of_every_subpackage() -> None:
+    import importlib
+    import pkgutil
+
+    for info in pkgutil.walk_packages(lumin_nb.__path__, "lumin_nb."):
+        if info.name.endswith("__main__"):
+            continue  # runs the CLI
+        importlib.import_module(info.name)
+    for name in lumin_nb.__all__:
+        value = getattr(lumin_nb, name)
+        assert not isinstance(value, type(sys)), f"lumin_nb.{name} became a module"

@@ -38,7 +38,7 @@ from types import CodeType, ModuleType
 from typing import TYPE_CHECKING, Any, Final, Protocol, cast
 
 from lumin_nb.collect._pycalls import F_GENERATOR, F_UNWOUND, Columns, PyBackend
-from lumin_nb.errors import LuminError
+from lumin_nb.errors import TracerBusyError
 
 if TYPE_CHECKING:  # numpy, pyarrow and lumin_nb.event load at the first drain or exception
     import numpy as np
@@ -123,10 +123,6 @@ def _is_lumin(module: str, filename: str) -> bool:
 
 _generations = itertools.count(2)  # process-wide: cached decisions never outlive a session
 _native_owner: CallTracer | None = None  # the native backend's state is per process
-
-
-class TracerBusyError(LuminError, RuntimeError):
-    """No `sys.monitoring` tool id is free, or another CallTracer holds the native backend."""
 
 
 class _Backend(Protocol):

@@ -11,9 +11,9 @@ import asyncio
 import logging
 import random
 import threading
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 log = logging.getLogger("shop")
 
@@ -116,6 +116,19 @@ async def _confirm(orders: list[tuple[int, float]]) -> list[str]:
     return await asyncio.gather(*tasks)
 
 
+def _run_async(coro: Coroutine[Any, Any, list[str]]) -> list[str]:
+    """Run `coro` to completion, also from a notebook whose own loop is running."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    result: list[list[str]] = []
+    worker = threading.Thread(target=lambda: result.append(asyncio.run(coro)), name="notifier")
+    worker.start()
+    worker.join()
+    return result[0]
+
+
 def run(orders: int = 200, seed: int = 7) -> dict[str, int]:
     """Run `orders` checkouts; return counts of paid and failed orders."""
     rng = random.Random(seed)
@@ -131,5 +144,5 @@ def run(orders: int = 200, seed: int = 7) -> dict[str, int]:
         except (OutOfStock, PaymentDeclined):
             failed += 1
             log.error("order %d failed", order_id, exc_info=True)
-    asyncio.run(_confirm(paid[:20]))
+    _run_async(_confirm(paid[:20]))
     return {"paid": len(paid), "failed": failed}

@@ -26,7 +26,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import Status, StatusCode
 
 from lumin_nb._observatory import Observatory
-from lumin_nb.serve import Server
+from lumin_nb.server import Server
 
 # The request examples of opentelemetry-proto (examples/*.json), as OTLP JSON clients send.
 TRACE_JSON: dict[str, Any] = {

@@ -11,7 +11,7 @@ import pytest
 
 from lumin_nb._observatory import Observatory
 from lumin_nb.errors import LuminError
-from lumin_nb.serve import Server, start_server
+from lumin_nb.server import Server, start_server
 
 
 def test_server_listens_on_loopback_free_port_with_random_token(server: Server) -> None:

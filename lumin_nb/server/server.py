@@ -17,9 +17,9 @@ import time
 from typing import TYPE_CHECKING, Final
 
 from lumin_nb.errors import LuminError
-from lumin_nb.serve.app import Ingestor, create_app
-from lumin_nb.serve.auth import new_token
-from lumin_nb.serve.limits import DEFAULT_MAX_BODY_BYTES, DEFAULT_RATE_LIMIT_PER_S
+from lumin_nb.server.app import Ingestor, create_app
+from lumin_nb.server.auth import new_token
+from lumin_nb.server.limits import DEFAULT_MAX_BODY_BYTES, DEFAULT_RATE_LIMIT_PER_S
 
 if TYPE_CHECKING:
     import pyarrow as pa

@@ -12,7 +12,7 @@ import pytest
 
 import lumin_nb as lm
 from lumin_nb._observatory import Observatory
-from lumin_nb.serve import Server, start_server
+from lumin_nb.server import Server, start_server
 
 
 def _wait_until(pred: Callable[[], object], timeout_s: float = 5.0, what: str = "") -> None:

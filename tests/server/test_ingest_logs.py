@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 
 from lumin_nb._observatory import Observatory
-from lumin_nb.serve import Server
+from lumin_nb.server import Server
 
 
 def _post(

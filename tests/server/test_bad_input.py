@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from lumin_nb._observatory import Observatory
-from lumin_nb.serve import Server, create_app
+from lumin_nb.server import Server, create_app
 
 GOOD_SPAN = {
     "traceId": "4bf92f3577b34da6a3ce929d0e0e4736",

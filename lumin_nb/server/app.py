@@ -5,7 +5,7 @@ Routes (all but ``/health`` need ``Authorization: Bearer <token>``):
 - ``GET /health``: ``{"status": "ok"}``.
 - ``GET /status``: the observatory's `status()` as JSON.
 - ``POST /v1/traces``, ``/v1/logs``, ``/v1/metrics``: OTLP/HTTP, binary protobuf or JSON
-  (answered in the request's encoding), with partial success (`lumin_nb.serve.otlp`).
+  (answered in the request's encoding), with partial success (`lumin_nb.server.otlp`).
 - ``POST /ingest/logs``: NDJSON, JSON arrays (Vector's ``http`` sink, Fluent Bit's ``json`` and
   ``json_lines``) or text with ``?format=logfmt|syslog|regex|grok`` and ``&pattern=``;
   ``?service=`` names the service of lines that carry none. Answers
@@ -41,9 +41,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from lumin_nb.errors import IngestError, LuminError, StoreError
-from lumin_nb.serve import otlp
-from lumin_nb.serve.auth import is_authorized
-from lumin_nb.serve.limits import (
+from lumin_nb.server import otlp
+from lumin_nb.server.auth import is_authorized
+from lumin_nb.server.limits import (
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_RATE_LIMIT_PER_S,
     ENCODINGS,
@@ -113,7 +113,7 @@ class Problem(Exception):
         err: Exception,
         *,
         expected: str = "Expected a request this server can read.",
-        fix: str = "see the error and the route's documentation (lumin_nb.serve.app)",
+        fix: str = "see the error and the route's documentation (lumin_nb.server.app)",
         **kwargs: Any,
     ) -> Problem:
         """Return a Problem from an error message in house form (problem, Expected, Fix);
