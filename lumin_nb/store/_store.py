@@ -154,6 +154,10 @@ class Store:
         self._duck: duckdb.DuckDBPyConnection | None = None
         self._duck_lock = threading.Lock()
         self._is_closed = False
+        # Batches of hot segments read so far, by path. Segments are append-only, so the first
+        # N batches of a path never change; queries re-read only what is new.
+        self._hot_cache: dict[pathlib.Path, list[pa.RecordBatch]] = {}
+        self._hot_cache_lock = threading.Lock()
 
     # -- opening ------------------------------------------------------------------------------
 
@@ -405,6 +409,22 @@ class Store:
                     raise
         raise AssertionError("unreachable")
 
+    def _hot_batches(self, seg: SegmentInfo) -> list[pa.RecordBatch]:
+        """The first `seg.batches` batches of a hot segment, memory-mapped once and cached."""
+        with self._hot_cache_lock:
+            cached = self._hot_cache.get(seg.path)
+        if cached is None or len(cached) < seg.batches:
+            cached = read_hot(seg.path, max_batches=seg.batches).batches
+            with self._hot_cache_lock:
+                self._hot_cache[seg.path] = cached
+        return cached[: seg.batches]
+
+    def _forget_gone_segments(self, segments: list[SegmentInfo]) -> None:
+        live = {seg.path for seg in segments if not seg.is_cold}
+        with self._hot_cache_lock:
+            for path in [p for p in self._hot_cache if p not in live]:
+                del self._hot_cache[path]
+
     def _read_snapshot(
         self,
         segments: list[SegmentInfo],
@@ -431,6 +451,7 @@ class Store:
             if table.num_rows:
                 parts.append(table)
 
+        self._forget_gone_segments(segments)
         for seg in segments:
             if not _overlaps(seg, since_ns, until_ns):
                 continue
@@ -443,8 +464,7 @@ class Store:
                 )
                 add(table.cast(schema))
             else:
-                read = read_hot(seg.path, max_batches=seg.batches)
-                add(pa.Table.from_batches(read.batches, schema=EVENT_SCHEMA))
+                add(pa.Table.from_batches(self._hot_batches(seg), schema=EVENT_SCHEMA))
         if pending:
             add(pa.Table.from_batches(pending, schema=EVENT_SCHEMA))
         if not parts:
