@@ -188,8 +188,10 @@ def test_lumin_run_from_a_terminal_reaches_the_running_observatory(store: Path) 
 
     lumin_bin = Path(sys.executable).parent / "lumin"
     out = subprocess.run(
-        [str(lumin_bin), "run", "--store", str(store), "--service", "cli-job", "--"]
-        + [sys.executable, "-c", CHILD, "cli"],
+        [
+            *(str(lumin_bin), "run", "--store", str(store), "--service", "cli-job", "--"),
+            *(sys.executable, "-c", CHILD, "cli"),
+        ],
         capture_output=True,
         text=True,
         timeout=120,
