@@ -68,6 +68,7 @@ __all__ = [
     "SelfMonitor",
     "ThreadCpuMeter",
     "calibrate_call_cost",
+    "call_cost",
 ]
 
 Clock = Callable[[], float]
@@ -427,13 +428,14 @@ def loop(f, n):
 _CALIBRATION_FILE: Final = "<lumin-calibration>"
 
 
-def calibrate_call_cost(*, calls: int = 20_000, repeat: int = 5) -> CallCost:
+def calibrate_call_cost(*, calls: int = 5_000, repeat: int = 5) -> CallCost:
     """Measure the call tracer's cost per recorded and per sampled-out call; see the module doc.
 
     Runs a dummy function `calls` times unwatched, watched, and watched with sample_rate 0,
     `repeat` times interleaved, and keeps the fastest of each (the least disturbed). Takes
-    about 20 ms with the native tracer. Call it before the observatory starts its tracer:
-    it needs the tracer's `sys.monitoring` tool id. What it records is discarded.
+    about 30-50 ms with the native tracer (see `call_cost` for the once-per-process cached
+    figure). Call it before the observatory starts its tracer: it needs the tracer's
+    `sys.monitoring` tool id. What it records is discarded.
 
     Raises
     ------
@@ -471,6 +473,17 @@ def calibrate_call_cost(*, calls: int = 20_000, repeat: int = 5) -> CallCost:
         unsampled_ns=max(0.0, (best["unsampled"] - best["plain"]) / calls),
         is_native=tracer.is_native,
     )
+
+
+_call_cost: CallCost | None = None
+
+
+def call_cost() -> CallCost:
+    """Return the call tracer's per-call cost, calibrated at the first call in this process."""
+    global _call_cost
+    if _call_cost is None:
+        _call_cost = calibrate_call_cost()
+    return _call_cost
 
 
 # ---- the governor ---------------------------------------------------------------------
