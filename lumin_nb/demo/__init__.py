@@ -1,12 +1,20 @@
 """The demo: a traced run of the sample shop, then the questions Lumin answers about it.
 
 `lumin demo` and `make demo` call `run_demo()`. It uses a temporary store unless one is given.
+`run_system()` runs the multi-process shop (`lumin_nb.demo.system`) with one fault under
+observation; ``lumin demo --fault slow_db --duration 60s`` calls it.
 """
 
 from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import os
+
+    from lumin_nb.demo.system import SystemRun
 
 
 def run_demo(store: str | None = None, orders: int = 300) -> None:
@@ -46,3 +54,21 @@ def run_demo(store: str | None = None, orders: int = 300) -> None:
         print(f'\nThe events stay in {folder}: lumin query "select ..." --store {folder}')
     finally:
         lm.stop()
+
+
+def run_system(
+    fault: str | None = None,
+    duration_s: float = 60.0,
+    rate_per_s: float = 20.0,
+    store: str | os.PathLike[str] | None = None,
+    **options: Any,
+) -> SystemRun:
+    """Run the multi-process shop with one fault under observation; return the ground truth.
+
+    See `lumin_nb.demo.system.runner.run_system` (options: ``fault_at_s``, ``seed``,
+    ``progress``). Faults: "slow_db", "memory_leak", "error_burst", "n_plus_one",
+    "lock_contention", "bad_deploy" (None or "none": a healthy run).
+    """
+    from lumin_nb.demo.system.runner import run_system as run
+
+    return run(fault, duration_s, rate_per_s, store, **options)

@@ -42,6 +42,7 @@ def reconcile(orders_url: str, last: dict[str, Any]) -> dict[str, Any]:
 def main(*, orders_url: str, parent_pid: int | None, interval_s: float = INTERVAL_S) -> None:
     """Reconcile every `interval_s` until SIGTERM."""
     service.install_trace_log_records()
+    service.end_on_sigterm()
     if parent_pid is not None:
         service.watch_parent(parent_pid)
     service.announce("batch")

@@ -75,6 +75,8 @@ class Gateway:
         status, reply = service.call(self.orders_url, "/orders", order)
         if status == 200:
             log.info("checkout %d ok: %.2f", order_id, reply.get("total", 0.0))
+        elif status < 500:
+            log.warning("checkout %d refused: orders answered %d", order_id, status)
         else:
             log.error("checkout %d failed: orders answered %d", order_id, status)
         return status, reply

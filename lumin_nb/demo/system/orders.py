@@ -103,7 +103,7 @@ class Orders:
     def __init__(self, payments_url: str) -> None:
         self.db = Database()
         self.payments_url = payments_url
-        self.counts = {"placed": 0, "failed": 0}
+        self.counts = {"placed": 0, "declined": 0, "failed": 0}
         self._lock = threading.Lock()
 
     def create_order(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -119,6 +119,10 @@ class Orders:
                 "/charge",
                 {"order_id": order_id, "amount": total, "card": body.get("card", "")},
             )
+            if status == 402:
+                self._count("declined")
+                log.warning("order %d declined: %s", order_id, payment.get("error"))
+                return 402, {"order_id": order_id, "error": payment.get("error")}
             if status != 200:
                 raise OrderError(f"payment failed ({status}): {payment.get('error')}")
         except OrderError as exc:

@@ -135,6 +135,18 @@ def announce(service: str, port: int = 0) -> None:
     sys.stdout.flush()
 
 
+def end_on_sigterm() -> None:
+    """Make SIGTERM a clean exit (code 0): ``finally`` blocks run, then the agent ships at exit.
+
+    A stop is how every run ends, so it should not read as a crash (exit code -15).
+    """
+
+    def end(signum: int, frame: object) -> None:
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, end)
+
+
 def watch_parent(parent_pid: int) -> None:
     """End this process (SIGTERM, so the agent ships first) once `parent_pid` is gone."""
 
@@ -157,6 +169,7 @@ def serve(
 ) -> None:
     """Serve `routes` (plus ``POST /_fault`` and ``GET /_health``) on 127.0.0.1 until SIGTERM."""
     install_trace_log_records()
+    end_on_sigterm()
 
     def set_fault(body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         status, reply = _set_fault(body)
