@@ -17,9 +17,9 @@ Invariants:
   saying why, and after a cool-down turns the collector on again (half-open, recorded as
   ``CollectorEnabled``): a full window within budget closes it, another breach opens it again
   with twice the cool-down (up to 16 times);
-- when the collectors are each within budget but Lumin as a whole is not over a full window,
-  the largest closed one is turned off (a breaker on half-open trial is judged by its own
-  window); after any breaker changes state the whole's window starts again;
+- when the collectors with a breaker are each within budget but together are not over a
+  full window, the largest closed one is turned off (a breaker on half-open trial is judged
+  by its own window); after any breaker changes state the whole's window starts again;
 - shares are of the process's CPU time, but never of less than ``cpu_floor_cores`` (0.1) of
   one core: an idle program does not trip breakers on Lumin's small fixed costs;
 - nothing here raises into the program: a failing ``turn_off``, probe or measurement is
@@ -216,7 +216,8 @@ class RateLimiter:
 
 
 def _pct(share: float) -> str:
-    return f"{share * 100:.1f}%"
+    percent = share * 100
+    return f"{percent:.1f}%" if percent >= 0.1 or percent == 0 else f"{percent:.2g}%"
 
 
 class CircuitBreaker:
@@ -536,7 +537,8 @@ class ResourceGovernor:
         self.held_bytes: dict[str, int] = {}
         self.last_sample: Sample | None = None
         self._collectors: dict[str, _Collector] = {}
-        self._totals: collections.deque[tuple[float, float, float]] = collections.deque()
+        # (t, CPU of every collector, CPU of those with a breaker, process CPU)
+        self._totals: collections.deque[tuple[float, float, float, float]] = collections.deque()
         self._lock = threading.RLock()
         self._probes: dict[str, Callable[[], int]] = {}
         self._meter = ThreadCpuMeter()
@@ -662,11 +664,13 @@ class ResourceGovernor:
                     out.append(event)
             if out:  # a collector went off or on: the whole's window starts again
                 self._totals.clear()
-            total = self._total_share(sample)
-            if total is not None:
-                self.shares["all"] = total
-                if total > self.budget and not tripped:
-                    event = self._trip_largest(t, total)
+            shares = self._total_share(sample)
+            if shares is not None:
+                self.shares["all"] = shares[0]
+                # only what breakers can turn off counts here: the store writer and the
+                # governor are measured and shown, never blamed on a collector
+                if shares[1] > self.budget and not tripped:
+                    event = self._trip_largest(t, shares[1])
                     if event is not None:
                         out.append(event)
                         self._totals.clear()
@@ -674,18 +678,23 @@ class ResourceGovernor:
             self._emit(event)
         return out
 
-    def _total_share(self, sample: Sample) -> float | None:
+    def _total_share(self, sample: Sample) -> tuple[float, float] | None:
+        """Return the window shares of all of Lumin and of the collectors with a breaker."""
         hist = self._totals
-        total_cpu = sum(sample.collector_cpu_s.values())
-        hist.append((sample.t_s, total_cpu, sample.process_cpu_s))
+        cpu = sample.collector_cpu_s
+        breakable = sum(
+            cpu.get(c.name, 0.0) for c in self._collectors.values() if c.breaker is not None
+        )
+        hist.append((sample.t_s, sum(cpu.values()), breakable, sample.process_cpu_s))
         start = sample.t_s - self.window_s
         while len(hist) >= 2 and hist[1][0] <= start:
             hist.popleft()
-        t0, c0, p0 = hist[0]
+        t0, all0, b0, p0 = hist[0]
         if t0 > start or sample.t_s <= t0:
             return None
-        floor = self.cpu_floor_cores * (sample.t_s - t0)
-        return max(0.0, total_cpu - c0) / max(sample.process_cpu_s - p0, floor, 1e-12)
+        base = max(sample.process_cpu_s - p0, self.cpu_floor_cores * (sample.t_s - t0), 1e-12)
+        _, all1, b1, _ = hist[-1]
+        return max(0.0, all1 - all0) / base, max(0.0, b1 - b0) / base
 
     def _trip_largest(self, t: float, total: float) -> GovernorEvent | None:
         closed = [
@@ -698,7 +707,7 @@ class ResourceGovernor:
         largest = max(closed, key=lambda b: b.share or 0.0)
         return largest.trip(
             t,
-            f"Lumin overhead {_pct(total)} > budget {_pct(self.budget)} over "
+            f"collectors' overhead {_pct(total)} > budget {_pct(self.budget)} over "
             f"{self.window_s:g} s; {largest.name} is the largest share "
             f"({_pct(largest.share or 0.0)})",
         )

@@ -202,20 +202,21 @@ def test_an_idle_process_does_not_trip_on_small_fixed_costs() -> None:
     assert gov.shares["runtime_metrics"] < 0.03
 
 
-def test_lumin_over_budget_as_a_whole_turns_off_the_largest_collector() -> None:
+def test_collectors_over_budget_together_turn_off_the_largest_one() -> None:
     gov, events, calls = _governor()
     gov.add_collector("calls", turn_off=lambda: calls.append("calls"))
     gov.add_collector("otel", turn_off=lambda: calls.append("otel"))
     gov.add_collector("store")  # measured only: no breaker
     base: dict[str, float] = {}
-    _feed_steady(gov, 0, 10, {"calls": 0.025, "otel": 0.01, "store": 0.01}, base)
+    _feed_steady(gov, 0, 10, {"calls": 0.025, "otel": 0.01, "store": 0.05}, base)
     assert calls == ["calls"]
-    _feed_steady(gov, 10, 30, {"calls": 0.0, "otel": 0.01, "store": 0.01}, base)
+    _feed_steady(gov, 10, 30, {"calls": 0.0, "otel": 0.01, "store": 0.05}, base)
     assert calls == ["calls"]  # without calls Lumin is within budget: nothing else goes
     (event,) = events
     assert event["reason"] == (
-        "Lumin overhead 4.5% > budget 3.0% over 10 s; calls is the largest share (2.5%)"
+        "collectors' overhead 3.5% > budget 3.0% over 10 s; calls is the largest share (2.5%)"
     )
+    assert gov.shares["all"] == pytest.approx(0.06)  # the store counts in the total shown
 
 
 def test_a_failing_turn_off_is_counted_and_the_breaker_stays_open() -> None:
