@@ -81,6 +81,8 @@ _EVENTS: Final = tuple(
 _WATCHED: Final = 1  # recorded whenever it runs
 _TRACED: Final = 2  # recorded because a trace() block is active
 _PHASES: Final = (("raised", SEVERITY_WARN), ("handled", SEVERITY_INFO))
+#: exceptions that are the normal end of a generator or coroutine: never exception events
+_CONTROL_FLOW: Final = (StopIteration, StopAsyncIteration, GeneratorExit)
 
 #: top-level packages a trace() block never records: Lumin itself and the kernel machinery
 EXCLUDED_PACKAGES: Final = frozenset(
@@ -669,6 +671,8 @@ class CallTracer:
     def _on_exception(
         self, code: CodeType, exc: BaseException, phase: int, span: int, hi: int, lo: int
     ) -> None:
+        if isinstance(exc, _CONTROL_FLOW):
+            return  # how generators and coroutines end, not an error anyone wants to see
         local = self._last_raised
         if phase == 0:
             if getattr(local, "exc", None) is exc:

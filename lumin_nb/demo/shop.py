@@ -118,9 +118,7 @@ async def _confirm(orders: list[tuple[int, float]]) -> list[str]:
 
 def _run_async(coro: Coroutine[Any, Any, list[str]]) -> list[str]:
     """Run `coro` to completion, also from a notebook whose own loop is running."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
+    if asyncio._get_running_loop() is None:  # public; unlike get_running_loop it never raises
         return asyncio.run(coro)
     result: list[list[str]] = []
     worker = threading.Thread(target=lambda: result.append(asyncio.run(coro)), name="notifier")

@@ -555,3 +555,35 @@ def test_an_idle_tracer_loads_no_numpy_or_pyarrow() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_the_normal_end_of_generators_is_not_an_exception_event() -> None:
+    """StopIteration ending a coroutine or generator is control flow, not an error."""
+    import asyncio
+
+    from lumin_nb.collect.calls import CallTracer
+
+    async def child() -> int:
+        return 1
+
+    async def parent() -> int:
+        task = asyncio.ensure_future(child())
+        (gathered,) = await asyncio.gather(task)
+        return await child() + gathered + sum(x for x in range(3))
+
+    tracer = CallTracer()
+    tracer.start()
+    try:
+        with tracer.trace("block"):
+            asyncio.run(parent())
+        batch = tracer.drain()
+    finally:
+        tracer.stop()
+    assert batch is not None
+    kinds = batch.column("kind").to_pylist()
+    assert "call" in kinds
+    assert [
+        m
+        for k, m in zip(kinds, batch.column("message").to_pylist(), strict=True)
+        if k == "exception"
+    ] == []
