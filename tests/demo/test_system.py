@@ -9,6 +9,9 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -180,3 +183,59 @@ def test_a_store_other_than_the_running_observatorys_is_refused(tmp_path: pathli
             run_system("slow_db", duration_s=1, store=tmp_path / "b")
     finally:
         lm.stop()
+
+
+RUNNER = """
+import sys
+from lumin_nb.demo.system import run_system
+
+run_system("lock_contention", duration_s=60, rate_per_s=5, store=sys.argv[1], progress=print)
+"""
+
+
+def _is_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    # a zombie is gone too: it only waits for its (dead) parent's reaper
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rpartition(")")[2].split()[0] == "Z"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL])
+def test_an_interrupted_run_leaves_no_service_running(
+    tmp_path: pathlib.Path, sig: signal.Signals
+) -> None:
+    folder = tmp_path / "store"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LUMIN_")}
+    runner = subprocess.Popen(
+        [sys.executable, "-c", RUNNER, str(folder)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert runner.stdout is not None
+        seen = []
+        for line in runner.stdout:  # the runner prints "Sending ..." once the load starts
+            seen.append(line)
+            if line.startswith("Sending"):
+                break
+        assert seen and seen[-1].startswith("Sending"), "".join(seen)
+        pids = json.loads((folder / "ground_truth.json").read_text())["pids"]
+        assert sorted(pids) == sorted(SERVICES)
+        runner.send_signal(sig)
+        runner.wait(timeout=30)
+        wait_until(
+            lambda: all(_is_gone(pid) for pid in pids.values()),
+            timeout_s=15,
+            what=f"every service of the run ended after {sig.name} to the runner",
+        )
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+            runner.wait()
+        if runner.stdout is not None:
+            runner.stdout.close()

@@ -59,7 +59,9 @@ def call(
 ) -> tuple[int, dict[str, Any]]:
     """Send a JSON request carrying the current trace context; return (status, JSON body)."""
     parts = urlsplit(base_url)
-    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=10)
+    conn = http.client.HTTPConnection(
+        parts.hostname or "127.0.0.1", parts.port, timeout=CALL_TIMEOUT_S
+    )
     headers = {"Content-Type": "application/json"}
     parent = context.current()
     context.inject(headers, parent.child() if parent else None)
