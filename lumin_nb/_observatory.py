@@ -40,9 +40,11 @@ if TYPE_CHECKING:
     from lumin_nb.agent import MonitoredProcess, Receiver
     from lumin_nb.collect.calls import CallTracer, TraceBlock
     from lumin_nb.collect.logs import LogCollector
+    from lumin_nb.collect.otel import OtelBridge
     from lumin_nb.collect.runtime_metrics import RuntimeMetrics
     from lumin_nb.collect.tasks import TaskCollector
     from lumin_nb.event import EventBuilder
+    from lumin_nb.govern import CallCost, GovernorEvent, ResourceGovernor, SelfMonitor
     from lumin_nb.server import Server
     from lumin_nb.store import Store
 
@@ -112,6 +114,9 @@ class Observatory:
         self.runtime: RuntimeMetrics | None = None
         self.servers: list[Server] = []
         self.receiver: Receiver | None = None
+        self.governor: ResourceGovernor | None = None
+        self.monitor: SelfMonitor | None = None
+        self.otel: OtelBridge | None = None
         self.is_running = False
 
     # -- life cycle ------------------------------------------------------------------
@@ -151,9 +156,12 @@ class Observatory:
         from lumin_nb.collect.runtime_metrics import RuntimeMetrics
         from lumin_nb.collect.tasks import TaskCollector
         from lumin_nb.event import EventBuilder
+        from lumin_nb.govern import call_cost
 
         cfg = self.config
         self.builder = EventBuilder(max_events=cfg.buffer_max_events)
+        # calibrated once per process, before the tracer takes the tool id it needs
+        cost = call_cost() if cfg.collect_calls else None
         if cfg.collect_calls:
             self.tracer = CallTracer(
                 buffer_records=cfg.call_buffer_records, sample_rate=cfg.call_sample_rate
@@ -172,6 +180,7 @@ class Observatory:
             self.runtime.start()
         if cfg.accept_agents:
             self.receiver_info()
+        self._start_governor(cost)
         self.manager.subscribe(self._on_config_changed)
         self.store.record(
             "DebugSessionStarted",
@@ -190,6 +199,54 @@ class Observatory:
             )
             self._drainer.start()
 
+    def _start_governor(self, cost: CallCost | None) -> None:
+        from lumin_nb.collect import otel
+        from lumin_nb.govern import Readings, ResourceGovernor, SelfMonitor
+
+        def record(event: GovernorEvent) -> None:
+            self.store.record(event["type"], **{k: v for k, v in event.items() if k != "type"})
+
+        gov = self.governor = ResourceGovernor(self.config, on_event=record)
+        tracer, runtime, builder = self.tracer, self.runtime, self.builder
+        assert builder is not None
+        if tracer is not None and cost is not None:
+            gov.add_collector(
+                "calls",
+                threads=("lumin-drain-calls",),
+                cpu_s=lambda: cost.cpu_s(tracer.stats()),
+                turn_off=lambda: tracer.unwatch(*tracer.patterns),  # trace blocks end by themselves
+            )
+        if runtime is not None:
+            gov.add_collector(
+                "runtime_metrics",
+                threads=("lumin-metrics",),
+                turn_off=runtime.stop,
+                turn_on=runtime.start,
+            )
+        self.otel = otel.install(builder)  # a no-op unless the app set OTel SDK providers
+        gov.add_collector(
+            "otel", cpu_s=self.otel.cpu_s, turn_off=self.otel.turn_off, turn_on=self.otel.turn_on
+        )
+        gov.add_collector("store", threads=("lumin-flusher", "lumin-store-writer"))
+        gov.add_collector("agents", threads=("lumin-receiver", "lumin-serve"))
+        gov.add_buffer("buffer", lambda: len(builder) * 256)  # ~bytes per pending event
+
+        def readings() -> Readings:
+            dropped = {"buffer": builder.dropped}
+            if tracer is not None:
+                dropped["calls"] = int(tracer.stats()["dropped"])  # type: ignore[call-overload]
+            return Readings(
+                events_total=self._stored,
+                queue_depth={"buffer": len(builder)},
+                dropped=dropped,
+                store_bytes=int(self.store.stats().get("bytes_on_disk", 0)),  # type: ignore[call-overload]
+            )
+
+        self.monitor = SelfMonitor(
+            builder, readings, governor=gov, interval_s=self.config.metrics_interval_s
+        )
+        gov.start(interval_s=1.0, on_tick=self.monitor.tick)
+
     def stop(self) -> None:
         """Stop every collector, store what they hold, and close the store (idempotent)."""
         if self.read_only:
@@ -206,6 +263,13 @@ class Observatory:
             (self.store.path / AGENT_FILE).unlink(missing_ok=True)
         self.is_running = False
         self._stop.set()
+        if self.governor is not None:
+            self.governor.stop()
+        if self.otel is not None:
+            from lumin_nb.collect import otel
+
+            otel.uninstall()
+            self.otel = None
         if self._flusher is not None:
             self._flusher.join(timeout=10)
         if self._drainer is not None:
@@ -246,8 +310,12 @@ class Observatory:
             self.runtime.interval_s = config.metrics_interval_s
         if self.builder is not None:
             self.builder.max_events = config.buffer_max_events
-        if self.tracer is not None and hasattr(self.tracer, "sample_rate"):
+        if self.tracer is not None:
             self.tracer.sample_rate = config.call_sample_rate
+        if self.governor is not None:
+            self.governor.set_budget(config.overhead_budget)
+        if self.monitor is not None:
+            self.monitor.interval_s = config.metrics_interval_s
 
     # -- the flusher ---------------------------------------------------------------------
     def _flush_loop(self) -> None:
@@ -305,10 +373,13 @@ class Observatory:
             return pa.DictionaryArray.from_arrays(zeros, pa.array([value]))
 
         cols = dict(zip(batch.schema.names, batch.columns, strict=True))
-        if cols["service"].null_count == n:
-            cols["service"] = constant(self.config.service)
-        if cols["host"].null_count == n:
-            cols["host"] = constant(self.host)
+        for name, value in (("service", self.config.service), ("host", self.host)):
+            col = cols[name]
+            if col.null_count == n:
+                cols[name] = constant(value)
+            elif col.null_count:  # some rows (OTel spans, say) name their own
+                filled = pc.fill_null(col.cast(pa.string()), pa.scalar(value))
+                cols[name] = pc.dictionary_encode(filled).cast(EVENT_SCHEMA.field(name).type)
         if cols["pid"].null_count:
             cols["pid"] = pc.fill_null(cols["pid"], pa.scalar(self.pid, pa.int32()))
         stamped = pa.RecordBatch.from_arrays(list(cols.values()), schema=EVENT_SCHEMA)
@@ -515,6 +586,9 @@ class Observatory:
             dropped["calls"] = int(ts.get("dropped", 0))  # type: ignore[call-overload]
         else:
             collectors["calls"] = "off"
+        collectors["otel"] = (
+            str(self.otel.stats().get("tracer_provider", "on")) if self.otel is not None else "off"
+        )
         collectors["logs"] = "on" if self.logs is not None else "off"
         collectors["tasks"] = (
             "on" if self.tasks is not None and self.config.collect_tasks else "off"
@@ -541,4 +615,5 @@ class Observatory:
             servers=servers or "none (lm.serve())",
             agents={a["producer"]: f"{a['service']} pid {a['pid']}" for a in agents}
             or "none (lm.run([...]))",
+            governor=self.governor.status() if self.governor is not None else "off",
         )

@@ -86,6 +86,14 @@ class Config:
     service: str = "kernel"
     #: listen for agents of monitored processes (`lm.run`, `lumin run`) on 127.0.0.1
     accept_agents: bool = True
+    #: seconds over which a collector's CPU share is judged against overhead_budget
+    breaker_window_s: float = 10.0
+    #: seconds a tripped collector stays off before a retry (doubles per repeated trip, max 16x)
+    breaker_cooldown_s: float = 60.0
+    #: events per second each source may add (token bucket; errors always pass)
+    rate_limit_events_per_s: float = 1_000_000.0
+    #: bytes Lumin's buffers may hold before new batches are refused
+    memory_max_bytes: int = 1 << 30
 
     def as_dict(self) -> dict[str, Any]:
         """Return the settings as a plain dict."""
@@ -96,6 +104,7 @@ PROFILE_DEFAULTS: Final[dict[str, dict[str, Any]]] = {
     "dev": {},
     "staging": {
         "log_level": 20,
+        "memory_max_bytes": 512 << 20,
         "metrics_interval_s": 5.0,
         "call_sample_rate": 0.5,
         "retention_age_s": 3 * _DAY_S,
@@ -112,6 +121,8 @@ PROFILE_DEFAULTS: Final[dict[str, dict[str, Any]]] = {
         "retention_max_bytes": 1 << 30,
         "redact": True,
         "overhead_budget": 0.03,
+        "rate_limit_events_per_s": 20_000.0,
+        "memory_max_bytes": 128 << 20,
     },
     "prod_deep_dive": {
         "log_level": 10,
