@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from lumin_nb._version import __version__
 from lumin_nb.config import DEFAULT_HOME, ENV_HOME
+from lumin_nb.demo.system.faults import FAULTS
 from lumin_nb.errors import LuminError
 
 
@@ -47,6 +48,21 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("cmd", nargs=argparse.REMAINDER, help="-- python app.py ...")
     p = sub.add_parser("demo", help="trace a sample workload and show what Lumin sees")
     p.add_argument("--store", default=None, help="store folder (default: a temporary one)")
+    p.add_argument(
+        "--system",
+        action="store_true",
+        help="run the multi-process shop (gateway, orders, payments, batch); implied by --fault",
+    )
+    p.add_argument(
+        "--fault",
+        choices=["none", *FAULTS],
+        default=None,
+        help="the fault the multi-process shop suffers, from half way through the run",
+    )
+    p.add_argument(
+        "--duration", default="60s", help="how long the load runs with --system (e.g. 30s, 2m)"
+    )
+    p.add_argument("--rate", type=float, default=20.0, help="checkouts per second with --system")
     sub.add_parser("version", help="print the version")
     return parser
 
@@ -81,13 +97,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "run":
             return _run(args.store, args.service, args.watch, args.cmd)
         elif args.command == "demo":
-            from lumin_nb.demo import run_demo
+            if args.system or args.fault is not None:
+                fault = None if args.fault == "none" else args.fault
+                _system_demo(fault, args.duration, args.rate, args.store)
+            else:
+                from lumin_nb.demo import run_demo
 
-            run_demo(store=args.store)
+                run_demo(store=args.store)
     except LuminError as exc:
         print(f"lumin: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        return 130
     return 0
+
+
+def _system_demo(fault: str | None, duration: str, rate: float, store: str | None) -> None:
+    """Run the multi-process shop with `fault` under observation and say what happened."""
+    from lumin_nb._time import parse_duration_ns
+    from lumin_nb.demo.system.runner import describe, run_system
+
+    try:
+        duration_s = float(duration)  # a bare number is seconds
+    except ValueError:
+        duration_s = parse_duration_ns(duration, name="--duration") / 1e9
+    run = run_system(fault, duration_s, rate, store, progress=print)
+    print(describe(run))
 
 
 def _run(store: str, service: str, watch: list[str], cmd: list[str]) -> int:

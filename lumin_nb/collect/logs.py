@@ -12,6 +12,7 @@ import logging
 import traceback
 from typing import Final
 
+from lumin_nb import context
 from lumin_nb.event import EventBuilder
 
 _STANDARD_ATTRS: Final = frozenset(
@@ -79,9 +80,12 @@ class LogCollector(logging.Handler):
                 attrs["exception.type"] = type(exc).__qualname__
                 attrs["exception.message"] = str(exc)
                 attrs["exception.stacktrace"] = "".join(traceback.format_exception(exc))
+            ctx = context.current()  # the W3C trace this record was logged in, if any
             self.builder.append(
                 "log",
                 ts=int(record.created * 1e9),
+                trace_id=ctx.trace_id if ctx is not None else None,
+                span_id=ctx.span_id if ctx is not None else None,
                 source_type="internal_log",
                 severity=otel_severity(record.levelno),
                 tid=record.thread,

@@ -66,3 +66,17 @@ def test_a_full_buffer_counts_drops_and_never_blocks(collected: EventBuilder) ->
     for i in range(25):
         logging.getLogger("flood").info("line %d", i)
     assert len(collected) == 10 and collected.dropped == 15
+
+
+def test_records_logged_inside_a_trace_carry_its_ids(collected: EventBuilder) -> None:
+    from lumin_nb.context import TraceContext, use
+
+    ctx = TraceContext.new()
+    with use(ctx):
+        logging.getLogger("traced").info("inside")
+    logging.getLogger("traced").info("outside")
+    rows = collected.build().to_pylist()  # type: ignore[union-attr]
+    assert [(r["trace_id"], r["span_id"]) for r in rows] == [
+        (ctx.trace_id, ctx.span_id),
+        (None, None),
+    ]
