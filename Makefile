@@ -9,6 +9,13 @@ PYTEST_ARGS ?=
 
 export LUMIN_REQUIRE_NATIVE ?= 1
 
+# `make demo`: the multi-process shop with one fault under observation, then the quick-start
+# notebook in JupyterLab on 127.0.0.1 (HEADLESS=1, the default without a terminal, executes
+# it to build/01_quick_start.html instead).
+DEMO_FAULT    ?= slow_db
+DEMO_DURATION ?= 30s
+HEADLESS      ?= $(shell test -t 0 && echo 0 || echo 1)
+
 .PHONY: setup demo test lint typecheck pytest bench clean
 
 setup: $(STAMP)
@@ -22,7 +29,14 @@ $(STAMP): pyproject.toml hatch_build.py lumin_nb/collect/_ctracer.c
 	touch $(STAMP)
 
 demo: setup
-	$(VENV)/bin/lumin demo
+	$(VENV)/bin/lumin demo --fault $(DEMO_FAULT) --duration $(DEMO_DURATION) --store .lumin-demo
+ifeq ($(HEADLESS),1)
+	$(VENV)/bin/jupyter nbconvert --to html --execute notebooks/01_quick_start.ipynb \
+		--output-dir build --ExecutePreprocessor.timeout=300
+	@echo "The executed quick-start notebook: build/01_quick_start.html"
+else
+	$(VENV)/bin/jupyter lab notebooks/01_quick_start.ipynb --ServerApp.ip=127.0.0.1
+endif
 
 lint: setup
 	$(VENV)/bin/ruff check lumin_nb lumin.py tests benchmarks hatch_build.py
