@@ -53,6 +53,27 @@ if TYPE_CHECKING:
 AGENT_FILE = "agent.json"
 
 
+class _AgentSink:
+    """What agents' batches go through before the store: the profile's redaction.
+
+    Agents stamp producer/seq and sample at the source, so rows are never dropped here (a
+    dropped row would look like loss); PII is replaced when the profile redacts.
+    """
+
+    def __init__(self, observatory: Observatory) -> None:
+        self._obs = observatory
+
+    def append(self, batch: pa.RecordBatch) -> int:
+        if self._obs.config.redact:
+            from lumin_nb.ingest import redact
+
+            batch, _ = redact(batch)
+        return self._obs.store.append(batch)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._obs.store, name)
+
+
 class Status(dict[str, Any]):
     """What `lm.status()` returns: a dict that prints as a readable report."""
 
@@ -431,7 +452,7 @@ class Observatory:
         from lumin_nb.agent import start_receiver
 
         if self.receiver is None:
-            self.receiver = start_receiver(self.store)
+            self.receiver = start_receiver(_AgentSink(self))  # type: ignore[arg-type]
             info = {
                 "endpoint": self.receiver.endpoint,
                 "control_endpoint": self.receiver.control_endpoint,

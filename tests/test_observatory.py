@@ -202,3 +202,22 @@ def test_lumin_run_from_a_terminal_reaches_the_running_observatory(store: Path) 
         timeout_s=20,
         what="the log of the process started by `lumin run`",
     )
+
+
+def test_prod_profiles_redact_what_agents_send(tmp_path: Path) -> None:
+    from conftest import wait_until
+
+    lm.start("prod_safe", store=tmp_path / "s", flush_interval_s=0.1)
+    try:
+        code = "import logging; logging.getLogger('pay').warning('refund to ann@example.com')"
+        p = lm.run([sys.executable, "-c", code], service="pay")
+        assert p.wait(timeout_s=60) == 0
+        wait_until(
+            lambda: lm.events(kind="log", service="pay").height == 1,
+            timeout_s=20,
+            what="the child's log event",
+        )
+        (message,) = lm.events(kind="log", service="pay")["message"].to_list()
+        assert "ann@example.com" not in message and "[REDACTED:email]" in message
+    finally:
+        lm.stop()
