@@ -49,6 +49,9 @@ if TYPE_CHECKING:
     from lumin_nb.store import Store
 
 
+#: how often the flusher applies the retention rules (age, size) to the store
+RETENTION_EVERY_S = 60.0
+
 #: where a running observatory writes its agents' endpoints and token (for `lumin run`)
 AGENT_FILE = "agent.json"
 
@@ -340,9 +343,13 @@ class Observatory:
 
     # -- the flusher ---------------------------------------------------------------------
     def _flush_loop(self) -> None:
+        next_retention = time.monotonic() + RETENTION_EVERY_S
         while not self._stop.wait(self.config.flush_interval_s):
             try:
                 self.sync()
+                if time.monotonic() >= next_retention:
+                    next_retention = time.monotonic() + RETENTION_EVERY_S
+                    self.store.compact()
             except Exception as exc:  # the flusher must outlive a bad batch
                 self._last_error = repr(exc)
 

@@ -221,3 +221,27 @@ def test_prod_profiles_redact_what_agents_send(tmp_path: Path) -> None:
         assert "ann@example.com" not in message and "[REDACTED:email]" in message
     finally:
         lm.stop()
+
+
+def test_retention_runs_by_itself(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import logging
+
+    import lumin_nb._observatory as observatory
+    from conftest import wait_until
+
+    monkeypatch.setattr(observatory, "RETENTION_EVERY_S", 0.05)
+    lm.start(
+        store=tmp_path / "s", flush_interval_s=0.05, segment_max_bytes=16_384, retention_age_s=0.5
+    )
+    try:
+        log = logging.getLogger("retention")
+
+        def compacted() -> bool:
+            log.warning("x" * 200)  # keeps sealing segments that then age
+            history = lm.history(type="StoreCompacted")
+            return any(json.loads(d)["compacted"] for d in history["data"].to_list())
+
+        wait_until(compacted, timeout_s=30, what="a StoreCompacted event with compacted > 0")
+        assert lm.events(kind="log", entity="retention").height > 0
+    finally:
+        lm.stop()

@@ -562,13 +562,15 @@ class Store:
         Parquet; cold segments older than twice that are deleted; then the oldest sealed
         segments are deleted while the store is above ``retention_max_bytes``. The active
         segment is never touched. Returned keys: compacted, deleted_by_age, deleted_by_size,
-        bytes_before, bytes_after.
+        bytes_before, bytes_after. A `StoreCompacted` domain event is recorded when anything
+        was compacted or deleted (the observatory runs this every minute).
         """
         from lumin_nb.store.retention import apply_retention
 
         self._live_writer()
         counts = apply_retention(self, time.time_ns() if now_ns is None else now_ns)
-        self.record("StoreCompacted", **counts)
+        if counts["compacted"] or counts["deleted_by_age"] or counts["deleted_by_size"]:
+            self.record("StoreCompacted", **counts)
         return counts
 
     # -- bookkeeping ----------------------------------------------------------------------------
