@@ -226,8 +226,9 @@ def test_prod_profiles_redact_what_agents_send(tmp_path: Path) -> None:
 def test_retention_runs_by_itself(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import logging
 
-    import lumin_nb._observatory as observatory
     from conftest import wait_until
+
+    import lumin_nb._observatory as observatory
 
     monkeypatch.setattr(observatory, "RETENTION_EVERY_S", 0.05)
     lm.start(
