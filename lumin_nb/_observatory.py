@@ -379,9 +379,12 @@ class Observatory:
         if self.read_only or self.builder is None:
             return 0
         moved = 0
-        batches = [self.builder.build()]
-        if self.tracer is not None:
-            batches.append(self.tracer.drain())
+        batch = self.builder.build()
+        if batch is not None and self.governor is not None:
+            # logs, tasks, metrics: the profile's per-source rate limit (errors always pass).
+            # Calls are bounded by sampling and the tracer's ring instead.
+            batch = self.governor.admit_batch("buffer", batch)
+        batches = [batch, self.tracer.drain() if self.tracer is not None else None]
         for batch in batches:
             if batch is not None and batch.num_rows:
                 moved += self._append(batch)

@@ -246,3 +246,21 @@ def test_retention_runs_by_itself(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         assert lm.events(kind="log", entity="retention").height > 0
     finally:
         lm.stop()
+
+
+def test_a_log_flood_is_rate_limited_but_errors_pass(tmp_path: Path) -> None:
+    import logging
+
+    lm.start(store=tmp_path / "s", rate_limit_events_per_s=100.0)
+    try:
+        log = logging.getLogger("flood")
+        for i in range(5000):
+            log.info("line %d", i)
+        log.error("the one that matters")
+        logs = lm.events(kind="log", entity="flood")
+        assert logs.height < 1000, "the flood passed the rate limit"
+        assert "the one that matters" in logs["message"].to_list()
+        limited = lm.status()["governor"]["rate_limited"]
+        assert limited["buffer"] >= 4000
+    finally:
+        lm.stop()
