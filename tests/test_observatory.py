@@ -264,3 +264,11 @@ def test_a_log_flood_is_rate_limited_but_errors_pass(tmp_path: Path) -> None:
         assert limited["buffer"] >= 4000
     finally:
         lm.stop()
+
+
+def test_unknown_profile_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="Did you mean 'prod_safe'"):
+        lm.start("prod-safe", store=tmp_path / "s")
+    assert not (tmp_path / "s").exists()
+    with pytest.raises(NotRunningError):
+        lm.status()
