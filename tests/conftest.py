@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import HealthCheck, settings
+
+from lumin_nb.testing import wait_until as wait_until  # `from conftest import wait_until`
 
 settings.register_profile("default", deadline=None, max_examples=60)
 settings.register_profile(
@@ -43,13 +44,3 @@ def _no_leaked_global_state() -> Iterator[None]:
     after = _lumin_state()
     leaked = {k: (before[k], after[k]) for k in before if before[k] != after[k]}
     assert not leaked, f"test leaked global state (before, after): {leaked}"
-
-
-def wait_until(predicate: Callable[[], object], timeout_s: float = 5.0, what: str = "") -> None:
-    """Wait for `predicate()` to be true, failing with `what` after `timeout_s`."""
-    deadline = time.monotonic() + timeout_s
-    pause = threading.Event()
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for: {what}")
-        pause.wait(0.01)

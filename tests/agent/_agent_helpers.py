@@ -2,25 +2,13 @@
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Callable
 from typing import Any
 
 import pyarrow as pa
 
 from lumin_nb.agent import Receiver
 from lumin_nb.store import Store
-
-
-def wait_until(predicate: Callable[[], object], timeout_s: float = 10.0, what: str = "") -> None:
-    """Wait for `predicate()` to be true, failing with `what` after `timeout_s`."""
-    deadline = time.monotonic() + timeout_s
-    pause = threading.Event()
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for: {what}")
-        pause.wait(0.01)
+from lumin_nb.testing import wait_until as wait_until
 
 
 def rows(store: Store, **where: Any) -> list[dict[str, Any]]:

@@ -12,9 +12,8 @@ import pathlib
 import signal
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import polars as pl
@@ -24,21 +23,12 @@ import lumin_nb as lm
 from lumin_nb.demo.system import CULPRITS, FAULTS, SystemRun, run_system
 from lumin_nb.demo.system.faults import Fault, FaultSwitch, check_fault
 from lumin_nb.errors import ConfigError, LuminError
+from lumin_nb.testing import wait_until
 
 pytestmark = pytest.mark.slow
 
 SERVICES = ("gateway", "orders", "payments", "batch")
 DB_QUERY = "lumin_nb.demo.system.orders:Database.query"
-
-
-def wait_until(predicate: Callable[[], object], timeout_s: float = 10.0, what: str = "") -> None:
-    """Wait for `predicate()` to be true, failing with `what` after `timeout_s`."""
-    deadline = time.monotonic() + timeout_s
-    pause = threading.Event()
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for: {what}")
-        pause.wait(0.02)
 
 
 def _run(folder: pathlib.Path, fault: str, **options: Any) -> SystemRun:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import pathlib
-import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -13,15 +11,7 @@ import pytest
 import lumin_nb as lm
 from lumin_nb._observatory import Observatory
 from lumin_nb.server import Server, start_server
-
-
-def _wait_until(pred: Callable[[], object], timeout_s: float = 5.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout_s
-    pause = threading.Event()
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for: {what}")
-        pause.wait(0.01)
+from lumin_nb.testing import wait_until as _wait_until
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pathlib
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -15,23 +14,13 @@ import pytest
 from lumin_nb.config import Config
 from lumin_nb.event import batch_from_columns
 from lumin_nb.store import Store
+from lumin_nb.testing import wait_until as wait_until
 
 BENCHMARKS = pathlib.Path(__file__).resolve().parents[2] / "benchmarks"
 if str(BENCHMARKS) not in sys.path:
     sys.path.insert(0, str(BENCHMARKS))
 
 T0_NS = 1_750_000_000_000_000_000
-
-
-def wait_until(pred: Callable[[], bool], timeout_s: float = 5.0, what: str = "condition") -> None:
-    """Poll `pred` until it is true; fail naming `what` never happened within `timeout_s`."""
-    deadline = time.monotonic() + timeout_s
-    delay = 0.001
-    while not pred():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s} s waiting for: {what}")
-        time.sleep(delay)  # polling interval, not synchronisation: pred decides
-        delay = min(delay * 2, 0.05)
 
 
 def make_batch(
