@@ -168,6 +168,8 @@ class Ingestor:
             service=otlp.UNKNOWN_SERVICE,
             host=observatory.host,
             sink=self._append,
+            # adaptive, trace-consistent sampling towards the governor's event-rate target
+            target_events_per_s=observatory.config.rate_limit_events_per_s,
         )
 
     def _append(self, batch: pa.RecordBatch) -> None:
