@@ -220,8 +220,41 @@ def _client(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def _problem_response(problem: Problem) -> JSONResponse:
-    return JSONResponse(problem.body, status_code=problem.status, headers=problem.headers)
+#: gRPC status codes of HTTP statuses (google.rpc.Code), for OTLP error bodies
+_GRPC_CODES: Final = {400: 3, 401: 16, 403: 7, 404: 5, 405: 12, 413: 8, 415: 3, 429: 8, 503: 14}
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _status_proto(code: int, message: str) -> bytes:
+    """Encode a `google.rpc.Status` (code = field 1, message = field 2) by hand."""
+    text = message.encode()
+    return b"\x08" + _varint(code) + b"\x12" + _varint(len(text)) + text
+
+
+def _problem_response(problem: Problem, request: Request | None = None) -> Response:
+    """The house-style JSON error; on OTLP routes also a `google.rpc.Status` as OTLP/HTTP
+    requires: protobuf for protobuf requests, and `code`/`message` keys in the JSON."""
+    if request is None or not request.url.path.startswith("/v1/"):
+        return JSONResponse(problem.body, status_code=problem.status, headers=problem.headers)
+    code = _GRPC_CODES.get(problem.status, 13 if problem.status >= 500 else 2)
+    message = f"{problem.body['error']} {problem.body['expected']} Fix: {problem.body['fix']}"
+    if _media_type(request) == "application/x-protobuf":
+        return Response(
+            _status_proto(code, message),
+            status_code=problem.status,
+            headers=problem.headers,
+            media_type="application/x-protobuf",
+        )
+    body = {"code": code, "message": message, **problem.body}
+    return JSONResponse(body, status_code=problem.status, headers=problem.headers)
 
 
 def create_app(
@@ -432,7 +465,7 @@ def create_app(
 
     async def on_problem(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, Problem)
-        return _problem_response(exc)
+        return _problem_response(exc, request)
 
     async def on_http(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
@@ -444,7 +477,8 @@ def create_app(
                 f"Expected one of: {routes}.",
                 "check the URL and method (OTLP exporters append /v1/<signal> to the endpoint)",
                 headers=dict(exc.headers or {}),
-            )
+            ),
+            request,
         )
 
     async def on_error(request: Request, exc: Exception) -> Response:
@@ -454,7 +488,8 @@ def create_app(
                 f"the server failed on this request: {type(exc).__name__}: {exc}",
                 "Expected the server to answer every request; this is a Lumin bug.",
                 "report it with the request that caused it; the server keeps running",
-            )
+            ),
+            request,
         )
 
     routes = [

@@ -33,7 +33,17 @@ def _auth(server: Server) -> dict[str, str]:
 
 
 def _error(r: httpx.Response) -> dict[str, Any]:
+    """The error of a response: JSON, or on OTLP protobuf requests a google.rpc.Status
+    (OTLP/HTTP requires one) whose message holds the error, what was expected and the fix."""
+    if r.headers.get("content-type") == "application/x-protobuf":
+        from google.rpc import status_pb2
+
+        status = status_pb2.Status.FromString(r.content)
+        assert status.code > 0 and "Fix:" in status.message, status
+        return {"error": status.message, "expected": status.message, "fix": status.message}
     body = dict(r.json())
+    if r.request.url.path.startswith("/v1/"):
+        assert isinstance(body["code"], int) and body["message"], "OTLP errors are a Status"
     assert set(body) >= {"error", "expected", "fix"}, body
     assert all(isinstance(body[k], str) and body[k] for k in ("error", "expected", "fix"))
     return body
