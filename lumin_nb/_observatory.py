@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
     from lumin_nb.agent import MonitoredProcess, Receiver
     from lumin_nb.collect.calls import CallTracer, TraceBlock
+    from lumin_nb.collect.collectors import Collectors
     from lumin_nb.collect.logs import LogCollector
     from lumin_nb.collect.otel import OtelBridge
     from lumin_nb.collect.runtime_metrics import RuntimeMetrics
@@ -136,6 +137,7 @@ class Observatory:
         self.logs: LogCollector | None = None
         self.tasks: TaskCollector | None = None
         self.runtime: RuntimeMetrics | None = None
+        self.collectors: Collectors | None = None
         self.servers: list[Server] = []
         self.receiver: Receiver | None = None
         self.governor: ResourceGovernor | None = None
@@ -175,10 +177,7 @@ class Observatory:
         return cls(st, ConfigManager(profile_config("dev")), read_only=True)
 
     def _start_collectors(self) -> None:
-        from lumin_nb.collect.calls import CallTracer
-        from lumin_nb.collect.logs import LogCollector
-        from lumin_nb.collect.runtime_metrics import RuntimeMetrics
-        from lumin_nb.collect.tasks import TaskCollector
+        from lumin_nb.collect.collectors import Collectors
         from lumin_nb.event import EventBuilder
         from lumin_nb.govern import call_cost
 
@@ -186,22 +185,15 @@ class Observatory:
         self.builder = EventBuilder(max_events=cfg.buffer_max_events)
         # calibrated once per process, before the tracer takes the tool id it needs
         cost = call_cost() if cfg.collect_calls else None
-        if cfg.collect_calls:
-            self.tracer = CallTracer(
-                buffer_records=cfg.call_buffer_records, sample_rate=cfg.call_sample_rate
-            )
-            self.tracer.start()
-        if cfg.collect_logs:
-            self.logs = LogCollector(self.builder, cfg.log_level)
-            self.logs.install()
-        self.tasks = TaskCollector(self.builder)
-        if cfg.collect_tasks:
-            self.tasks.install()
-        if cfg.collect_runtime_metrics:
-            self.runtime = RuntimeMetrics(self.builder, cfg.metrics_interval_s)
-            with contextlib.suppress(RuntimeError):
-                self.runtime.watch_loop(asyncio.get_running_loop())
-            self.runtime.start()
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        self.collectors = Collectors(cfg, self.builder).start(loop=loop, always_tasks=True)
+        self.tracer = self.collectors.tracer
+        self.logs = self.collectors.logs
+        self.tasks = self.collectors.tasks
+        self.runtime = self.collectors.runtime
         if cfg.accept_agents:
             self.receiver_info()
         self._start_governor(cost)
@@ -298,15 +290,8 @@ class Observatory:
             self._flusher.join(timeout=10)
         if self._drainer is not None:
             self._drainer.join(timeout=10)
-        if self.runtime is not None:
-            self.runtime.stop()
-        if self.logs is not None:
-            self.logs.uninstall()
-        if self.tasks is not None:
-            self.tasks.uninstall()
-        self.sync()
-        if self.tracer is not None:
-            self.tracer.stop()
+        if self.collectors is not None:
+            self.collectors.stop()
         self.sync()
         self.store.record("DebugSessionEnded", producer=self.producer, events=self._stored)
         self.store.close()

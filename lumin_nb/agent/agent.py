@@ -56,6 +56,7 @@ from lumin_nb.event import EVENT_SCHEMA, EventBuilder, with_producer
 
 if TYPE_CHECKING:
     from lumin_nb.collect.calls import CallTracer
+    from lumin_nb.collect.collectors import Collectors
     from lumin_nb.collect.logs import LogCollector
     from lumin_nb.collect.runtime_metrics import RuntimeMetrics
     from lumin_nb.collect.tasks import TaskCollector
@@ -147,6 +148,7 @@ class Agent:
         self.logs: LogCollector | None = None
         self.tasks: TaskCollector | None = None
         self.runtime: RuntimeMetrics | None = None
+        self._collectors: Collectors | None = None
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._thread: threading.Thread | None = None
@@ -209,40 +211,17 @@ class Agent:
         return self
 
     def _start_collectors(self) -> None:
-        from lumin_nb.collect.logs import LogCollector
-        from lumin_nb.collect.tasks import TaskCollector
+        from lumin_nb.collect.collectors import Collectors
 
-        cfg = self.config
-        if cfg.collect_calls:
-            from lumin_nb.collect.calls import CallTracer
-
-            self.tracer = CallTracer(
-                buffer_records=cfg.call_buffer_records, sample_rate=cfg.call_sample_rate
-            )
-            self.tracer.start()
-            if self.watch_patterns:
-                self.tracer.watch(*self.watch_patterns)
-        if cfg.collect_logs:
-            self.logs = LogCollector(self.builder, cfg.log_level)
-            self.logs.install()
-        if cfg.collect_tasks:
-            self.tasks = TaskCollector(self.builder)
-            self.tasks.install()
-        if cfg.collect_runtime_metrics:
-            from lumin_nb.collect.runtime_metrics import RuntimeMetrics
-
-            self.runtime = RuntimeMetrics(self.builder, cfg.metrics_interval_s)
-            self.runtime.start()
+        self._collectors = Collectors(self.config, self.builder).start(watch=self.watch_patterns)
+        self.tracer = self._collectors.tracer
+        self.logs = self._collectors.logs
+        self.tasks = self._collectors.tasks
+        self.runtime = self._collectors.runtime
 
     def _stop_collectors(self) -> None:
-        if self.runtime is not None:
-            self.runtime.stop()
-        if self.logs is not None:
-            self.logs.uninstall()
-        if self.tasks is not None:
-            self.tasks.uninstall()
-        if self.tracer is not None:
-            self.tracer.stop()
+        if self._collectors is not None:
+            self._collectors.stop()
 
     def _open_sockets(self) -> None:
         ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
