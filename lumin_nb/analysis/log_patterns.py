@@ -5,12 +5,13 @@ DataFrame with the event columns) and returns a frame; it never touches the stor
 
 Algorithm (online, Drain-like, with vectorised masking and deduplication):
 
-1. **Mask** (vectorised, one regex pass of polars over the whole column): every token that is
-   obviously a parameter becomes ``<*>``: UUIDs, ``0x`` hex, numbers with an optional sign and
-   dotted parts (so IPv4 addresses, versions and decimals), numbers with a unit (``12ms``,
-   ``3.5GB``) and hex words that contain a digit (``0a90fc``). A number is masked only where
-   it starts a token or follows punctuation (``blk_-42``, ``port:22``), never when glued to
-   letters (``ssh2``, ``log4j`` stay). Whitespace is untouched, so a masked line has the
+1. **Mask** (vectorised: three regex passes of polars over the whole column): what is
+   obviously a parameter becomes ``<*>``: paths of two segments or more (``/var/log/x``,
+   ``hdfs://host/dir``), UUIDs, ``0x`` hex, numbers with an optional sign and dotted parts
+   (so IPv4 addresses, versions and decimals), numbers with a unit (``12ms``, ``3.5GB``,
+   durations and sizes) and hex words that contain a digit (``0a90fc``). A number is masked
+   only where it starts a token or follows punctuation (``blk_-42``, ``port:22``), never when
+   glued to letters (``ssh2``, ``log4j`` stay). Whitespace is untouched, so a masked line has the
    same tokens as its raw line.
 2. **Deduplicate** the masked lines (polars ``group_by``); the Python loop below runs over
    unique masked lines only, in order of first appearance, so identical masked lines always
@@ -68,6 +69,7 @@ _PARAM: Final = (
 # underscore (``blk_-42``, ``attempt_1445_0020``), where ``\b`` sees no word start, then
 # parameters that start a word (with their minus sign unless it is a hyphen: ``a-1`` keeps it).
 MASK_PATTERNS: Final = (
+    (r"(?-u:\B)(?:/[\w.:@+~-]*){2,}", WILDCARD),  # a path of two segments or more
     (rf"_-?{_PARAM}", "_" + WILDCARD),
     (rf"(?:(?-u:\B)-)?{_B}{_PARAM}", WILDCARD),
 )
@@ -155,8 +157,9 @@ def _mask(lines: pl.Series) -> pl.Series:
             pl.col("m")
             .fill_null("")
             .str.strip_chars()
-            .str.replace_all(MASK_PATTERNS[0][0], MASK_PATTERNS[0][1])
-            .str.replace_all(MASK_PATTERNS[1][0], MASK_PATTERNS[1][1], literal=False)
+            .str.replace_all(*MASK_PATTERNS[0])
+            .str.replace_all(*MASK_PATTERNS[1])
+            .str.replace_all(*MASK_PATTERNS[2])
         )
         .to_series()
     )
