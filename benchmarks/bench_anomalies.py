@@ -96,19 +96,23 @@ def run_scale(n_series: int, n_points: int) -> dict[str, object]:
     amp = rng.uniform(1, 20, (n_series, 1))
     values = 100 + amp * base + rng.normal(0, 1, (n_series, n_points))
     values[:, n_points // 2] += 50  # one planted spike per series
-    ts = np.tile(1_700_000_000_000_000_000 + t.astype(np.int64) * step, n_series)
-    names = np.repeat(np.array([f"m{i:04d}" for i in range(n_series)]), n_points)
-    batch = batch_from_columns(
-        n_series * n_points,
-        ts=ts,
-        kind="metric",
-        source_type="metric",
-        entity=names,
-        value=values.ravel(),
-        producer="bench",
-    )
-    events = pl.from_arrow(batch)
-    assert isinstance(events, pl.DataFrame)
+    ts = 1_700_000_000_000_000_000 + t.astype(np.int64) * step
+    parts = []
+    for lo in range(0, n_series, 100):  # Arrow arrays stay under 2 GiB per batch
+        k = min(100, n_series - lo)
+        batch = batch_from_columns(
+            k * n_points,
+            ts=np.tile(ts, k),
+            kind="metric",
+            source_type="metric",
+            entity=np.repeat(np.array([f"m{i:04d}" for i in range(lo, lo + k)]), n_points),
+            value=values[lo : lo + k].ravel(),
+            producer="bench",
+        )
+        part = pl.from_arrow(batch)
+        assert isinstance(part, pl.DataFrame)
+        parts.append(part)
+    events = pl.concat(parts)
     t0 = time.perf_counter()
     frame = anomalies(events)
     elapsed = time.perf_counter() - t0
