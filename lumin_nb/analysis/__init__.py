@@ -6,6 +6,7 @@ none of them writes to the store.
 
 from __future__ import annotations
 
+from lumin_nb.analysis.anomalies import anomalies, score_series
 from lumin_nb.analysis.log_patterns import log_patterns, mine_templates
 
-__all__ = ["log_patterns", "mine_templates"]
+__all__ = ["anomalies", "log_patterns", "mine_templates", "score_series"]
