@@ -63,7 +63,8 @@ if TYPE_CHECKING:
 
 
 DROPPED_METRIC: Final = "lumin.agent.dropped"
-HELLO_INTERVAL_S: Final = 0.25
+HELLO_INTERVAL_S: Final = 0.25  #: until the observatory welcomed this agent
+HELLO_IDLE_INTERVAL_S: Final = 5.0  #: once welcomed (a collect that ships also says hello)
 SNDHWM: Final = 16
 
 
@@ -362,14 +363,16 @@ class Agent:
                     flush_to = self._flush_requested
                     stopping = self._stopping
                 now = time.monotonic()
+                shipped = 0
                 if now >= next_collect or flush_to > self._flush_done or stopping:
-                    self._collect()
+                    shipped = self._collect()
                     next_collect = now + self.config.flush_interval_s
                 self._take_ready()
                 self._send(now)
-                if now >= next_hello:
+                if now >= next_hello or shipped:  # keeps seq_next and dropped current
                     self._hello()
-                    next_hello = now + HELLO_INTERVAL_S
+                    welcomed = self.session is not None
+                    next_hello = now + (HELLO_IDLE_INTERVAL_S if welcomed else HELLO_INTERVAL_S)
                 with self._cond:
                     self._flush_done = max(self._flush_done, flush_to)
                     self._cond.notify_all()
@@ -379,35 +382,39 @@ class Agent:
                 self.failures += 1
                 self.last_error = repr(exc)
 
-    def _collect(self) -> None:
+    def _collect(self) -> int:
         """Enqueue what the sources hold, then one metric event per drop reason since the
-        last report (last, so it counts the drops of this very collection)."""
-        self._take_ready()
+        last report (last, so it counts the drops of this very collection); return the
+        number of events enqueued."""
+        enqueued = self._take_ready()
         batches = [self.builder.build()]
         if self.tracer is not None:
             batches.append(self.tracer.drain())
         for batch in batches:
             if batch is not None and batch.num_rows:
-                self._enqueue(batch)
+                enqueued += self._enqueue(batch)
         report = self._drop_batch()
         if report is not None:
-            self._enqueue(report, always=True)
+            enqueued += self._enqueue(report, always=True)
+        return enqueued
 
-    def _take_ready(self) -> None:
+    def _take_ready(self) -> int:
+        enqueued = 0
         while True:
             with self._lock:
                 if not self._ready:
-                    return
+                    return enqueued
                 batch = self._ready.popleft()
-            self._enqueue(batch)
+            enqueued += self._enqueue(batch)
 
-    def _enqueue(self, batch: pa.RecordBatch, *, always: bool = False) -> None:
-        """Stamp and encode `batch` into the backlog, or drop it when the backlog is full."""
+    def _enqueue(self, batch: pa.RecordBatch, *, always: bool = False) -> int:
+        """Stamp and encode `batch` into the backlog, or drop it when the backlog is full;
+        return the number of events enqueued."""
         size = batch.nbytes
         with self._lock:
             if not always and self._pending_bytes + size > self.max_pending_bytes:
                 self.dropped["unacked_full"] = self.dropped.get("unacked_full", 0) + batch.num_rows
-                return
+                return 0
             first = self._seq
             self._seq += batch.num_rows
         stamped = with_producer(self._fill(batch), self.producer, first)
@@ -416,6 +423,7 @@ class Agent:
         with self._lock:
             self._pending[first] = _Pending(header, payload, batch.num_rows)
             self._pending_bytes += payload.size
+        return int(batch.num_rows)
 
     def _fill(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         """Fill service, host and pid where the source left them null."""
@@ -472,6 +480,7 @@ class Agent:
                 "seq_next": self._seq,
                 "seq_floor": floor,
                 "dropped": self._drop_totals(),
+                "session": self.session,  # the observatory welcomes only a stranger
             }
         with contextlib.suppress(zmq.ZMQError):  # not connected: the next hello goes
             self._dealer.send(encode_control(message), zmq.NOBLOCK)

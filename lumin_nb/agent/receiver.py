@@ -439,7 +439,8 @@ class Receiver:
             dropped = message.get("dropped")
             if isinstance(dropped, dict):
                 agent.dropped = {str(k): int(v) for k, v in dropped.items() if isinstance(v, int)}
-        self._send(route, encode_control({"op": "welcome", "session": self.session}))
+        if message.get("session") != self.session:  # new agent, or this receiver is new
+            self._send(route, encode_control({"op": "welcome", "session": self.session}))
 
     def _send(self, route: bytes, frame: bytes) -> bool:
         import zmq

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import pathlib
+import time
 from collections.abc import Iterator
 
 import pyarrow as pa
@@ -159,5 +160,62 @@ def test_overloaded_agent_drops_before_stamping_and_counts_exactly(rx: Receiver)
             lambda: rx.agent(agent.producer)["dropped"] == agent.stats()["dropped"],
             what="hello carries the drop counts",
         )
+    finally:
+        agent.stop()
+
+
+def test_receiver_welcomes_only_an_agent_that_does_not_know_its_session(rx: Receiver) -> None:
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    dealer = ctx.socket(zmq.DEALER)
+    try:
+        dealer.connect(rx.control_endpoint)
+
+        def hello(session: str | None) -> dict[str, object] | None:
+            message = {"op": "hello", "token": "tok", "producer": "p:h:1:a", "session": session}
+            dealer.send(encode_control(message))
+            if not dealer.poll(1000):
+                return None
+            return decode_control(dealer.recv())
+
+        assert hello(None) == {"op": "welcome", "session": rx.session}
+        assert hello(rx.session) is None, "a welcomed agent is not welcomed again"
+        assert hello("an-older-observatory") == {"op": "welcome", "session": rx.session}
+        assert rx.agent("p:h:1:a")["producer"] == "p:h:1:a"
+    finally:
+        ctx.destroy(linger=0)
+
+
+def test_welcomed_agent_says_hello_rarely_but_after_each_shipping_collect(rx: Receiver) -> None:
+    from lumin_nb.agent import agent as agent_module
+
+    agent = Agent(  # no collectors: nothing ships while idle
+        rx.endpoint,
+        token="tok",
+        service="bench",
+        control_endpoint=rx.control_endpoint,
+        collect=False,
+    ).start()
+    try:
+        wait_until(lambda: agent.session == rx.session, what="the agent is welcomed")
+        hellos = 0
+        original = agent._hello
+
+        def counting() -> None:
+            nonlocal hellos
+            hellos += 1
+            original()
+
+        agent._hello = counting  # type: ignore[method-assign]
+        agent.builder.append("log", message="one")
+        assert agent.flush(5)
+        wait_until(lambda: hellos >= 1, what="a hello piggy-backed on the collect")
+        wait_until(
+            lambda: rx.agent(agent.producer)["seq_next"] == agent.stats()["seq_next"],
+            what="the receiver knows how far the agent has stamped",
+        )
+        before = hellos
+        time.sleep(1.0)  # idle: at most one hello per HELLO_IDLE_INTERVAL_S
+        assert hellos - before <= 1
+        assert agent_module.HELLO_IDLE_INTERVAL_S >= 5 * agent_module.HELLO_INTERVAL_S
     finally:
         agent.stop()
