@@ -390,9 +390,9 @@ class Agent:
         batches = [self.builder.build()]
         if self.tracer is not None:
             batches.append(self.tracer.drain())
-        for batch in batches:
-            if batch is not None and batch.num_rows:
-                enqueued += self._enqueue(batch)
+        batch = _merge([b for b in batches if b is not None and b.num_rows])
+        if batch is not None:  # one batch per collect: one encode, send and ack
+            enqueued += self._enqueue(batch)
         report = self._drop_batch()
         if report is not None:
             enqueued += self._enqueue(report, always=True)
@@ -638,6 +638,15 @@ class Agent:
         self._emit_process_start()
         self._thread = threading.Thread(target=self._run, name="lumin-agent", daemon=True)
         self._thread.start()
+
+
+def _merge(batches: list[pa.RecordBatch]) -> pa.RecordBatch | None:
+    """One batch of the event schema holding `batches` in order (None for none)."""
+    if len(batches) <= 1:
+        return batches[0] if batches else None
+    table = pa.Table.from_batches(batches, schema=EVENT_SCHEMA)
+    # one chunk per column after combine_chunks, so exactly one batch
+    return table.unify_dictionaries().combine_chunks().to_batches()[0]
 
 
 _current: Agent | None = None

@@ -219,3 +219,17 @@ def test_welcomed_agent_says_hello_rarely_but_after_each_shipping_collect(rx: Re
         assert agent_module.HELLO_IDLE_INTERVAL_S >= 5 * agent_module.HELLO_INTERVAL_S
     finally:
         agent.stop()
+
+
+def test_merge_keeps_the_event_schema_and_the_order() -> None:
+    from lumin_nb.agent.agent import _merge
+    from lumin_nb.event import EVENT_SCHEMA
+
+    logs = batch_from_columns(2, kind="log", message=["x", "y"], entity=pa.array(["a", "b"]))
+    calls = batch_from_columns(3, kind="call", entity=pa.array(["c", "a", "d"]))
+    merged = _merge([logs, calls])
+    assert merged is not None and merged.schema.equals(EVENT_SCHEMA, check_metadata=True)
+    assert merged.column("kind").to_pylist() == ["log", "log", "call", "call", "call"]
+    assert merged.column("entity").to_pylist() == ["a", "b", "c", "a", "d"]
+    assert _merge([logs]) is logs and _merge([]) is None
+    decode_batch(encode_batch(with_producer(merged, "p:h:1:a", 1)))  # ships as one batch
