@@ -105,8 +105,7 @@ def test_threshold_curve_agrees_with_direct_scoring_at_every_threshold() -> None
 
 @pytest.fixture(scope="module")
 def corpus() -> list[object]:
-    if not NAB.exists():
-        pytest.skip(f"NAB data not found at {NAB}")
+    assert NAB.exists(), f"NAB data is missing at {NAB}: shared/ must lie beside the repo"
     return list(ns.load_corpus(NAB))
 
 
