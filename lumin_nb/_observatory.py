@@ -102,6 +102,19 @@ class Status(dict[str, Any]):
         return "\n".join(rows)
 
 
+def _check_kinds(kind: str | Sequence[str] | None) -> None:
+    """Refuse an event kind that does not exist (a typo would silently match nothing)."""
+    from lumin_nb.errors import UnknownValueError, closest
+    from lumin_nb.event import KINDS
+
+    for value in [kind] if isinstance(kind, str) else list(kind or ()):
+        if value not in KINDS and not any(ch in value for ch in "*?["):
+            raise UnknownValueError(
+                f"kind={value!r} is not an event kind.{closest(value, KINDS)}\n"
+                f"Expected one of: {', '.join(KINDS)}.\nFix: lm.events(kind='exception')"
+            )
+
+
 def _human_bytes(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024:
@@ -541,6 +554,7 @@ class Observatory:
         """Return events as a frame; see `lm.events`."""
         from lumin_nb.store.query import events_frame
 
+        _check_kinds(kind)
         self.sync()
         df = events_frame(
             self.store,

@@ -7,6 +7,7 @@
     ├── TimeParseError (ValueError)       since=/until= text Lumin cannot read
     ├── SchemaError (ValueError)          a batch that does not fit the event schema
     ├── UnknownColumnError (LookupError)  a filter or column name that does not exist
+    ├── UnknownValueError (LookupError)   a value outside a closed set (an event kind)
     ├── QueryError (ValueError)           SQL that DuckDB refused, with the columns listed
     ├── StoreError (OSError)              a store folder that cannot be opened or written
     ├── IngestError (ValueError)          a payload format or pattern Lumin cannot read at all
@@ -42,6 +43,10 @@ class SchemaError(LuminError, ValueError):
 
 class UnknownColumnError(LuminError, LookupError):
     """A column or filter name that the events table does not have."""
+
+
+class UnknownValueError(LuminError, LookupError):
+    """A value outside a closed set, such as an event kind that does not exist."""
 
 
 class QueryError(LuminError, ValueError):

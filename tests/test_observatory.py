@@ -21,6 +21,7 @@ from lumin_nb.errors import (
     QueryError,
     TimeParseError,
     UnknownColumnError,
+    UnknownValueError,
 )
 
 APP = """
@@ -89,6 +90,8 @@ def test_bad_input_gets_clear_errors_and_loses_nothing(store: Path, app: ModuleT
     assert "entity" in str(info.value) and "Fix" in str(info.value)
     with pytest.raises(UnknownColumnError, match="entity"):
         lm.events(entitty="x")
+    with pytest.raises(UnknownValueError, match="Did you mean 'exception'"):
+        lm.events(kind="exeption")
     with pytest.raises(TimeParseError, match="since='-5 mins'"):
         lm.events(since="-5 mins")
     with pytest.raises(ConfigError, match="Did you mean 'log_level'"):
