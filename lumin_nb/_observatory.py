@@ -603,9 +603,9 @@ class Observatory:
         stats = self.store.stats()
         rate = 0.0
         if len(self._rates) >= 2:
-            (t0, n0), (t1, n1) = self._rates[0], self._rates[-1]
-            window = [(t, n) for t, n in self._rates if t1 - t <= 10.0]
-            (t0, n0) = window[0] if window else (t0, n0)
+            t1, n1 = self._rates[-1]
+            # the oldest sample of the last 10 s (the newest one always qualifies)
+            t0, n0 = next((t, n) for t, n in self._rates if t1 - t <= 10.0)
             rate = (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
         collectors: dict[str, str] = {}
         dropped: dict[str, int] = {}
