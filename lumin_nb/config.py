@@ -43,6 +43,7 @@ ENV_WATCH: Final = "LUMIN_WATCH"
 ENV_PARENT: Final = "LUMIN_PARENT_PRODUCER"
 
 _DAY_S: Final = 86_400
+THREAD_EVENTS: Final = ("start_end", "end")
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,9 @@ class Config:
     collect_exceptions: bool = True
     #: start/end events of threads, asyncio tasks and subprocesses
     collect_tasks: bool = True
+    #: "start_end" (an event when a thread starts and one when it ends) or "end" (only the
+    #: end event, stamped at the start with the lifetime)
+    thread_events: str = "start_end"
     #: a logging handler on the root logger
     collect_logs: bool = True
     #: the lowest `logging` level kept (10 debug, 20 info, 30 warning)
@@ -123,6 +127,8 @@ PROFILE_DEFAULTS: Final[dict[str, dict[str, Any]]] = {
         "overhead_budget": 0.03,
         "rate_limit_events_per_s": 20_000.0,
         "memory_max_bytes": 128 << 20,
+        "flush_interval_s": 1.0,
+        "thread_events": "end",
     },
     "prod_deep_dive": {
         "log_level": 10,
@@ -133,6 +139,8 @@ PROFILE_DEFAULTS: Final[dict[str, dict[str, Any]]] = {
         "retention_max_bytes": 2 << 30,
         "redact": True,
         "overhead_budget": 0.10,
+        "flush_interval_s": 1.0,
+        "thread_events": "end",
     },
 }
 
@@ -182,6 +190,8 @@ def _check_value(key: str, value: Any) -> str | None:
         return f"{key}={value!r}: expected {type_name}, got bool"
     if not isinstance(value, expected):
         return f"{key}={value!r}: expected {type_name}, got {type(value).__name__}"
+    if key == "thread_events" and value not in THREAD_EVENTS:
+        return f"{key}={value!r}: expected one of {', '.join(map(repr, THREAD_EVENTS))}"
     if type_name not in ("int", "float"):
         return None
     number = float(value)  # type: ignore[arg-type]  # int or float, checked above

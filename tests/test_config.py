@@ -49,3 +49,13 @@ def test_manager_tells_listeners_of_each_change_and_keeps_old_config_on_error() 
     with pytest.raises(ConfigError):
         manager.update(log_level="loud")
     assert manager.config.log_level == 30 and len(seen) == 1
+
+
+def test_thread_events_and_flush_interval_of_the_prod_profiles() -> None:
+    for profile in ("prod_safe", "prod_deep_dive"):
+        cfg = profile_config(profile)
+        assert (cfg.thread_events, cfg.flush_interval_s) == ("end", 1.0)
+    assert profile_config("dev").thread_events == "start_end"
+    assert profile_config("dev", thread_events="end").thread_events == "end"
+    with pytest.raises(ConfigError, match="thread_events='both'"):
+        profile_config("dev", thread_events="both")

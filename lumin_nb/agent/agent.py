@@ -602,6 +602,8 @@ class Agent:
         if self.runtime is not None:
             self.runtime.interval_s = cfg.metrics_interval_s
         self.builder.max_events = cfg.buffer_max_events
+        if self.tasks is not None:
+            self.tasks.thread_events = cfg.thread_events
         if self.tracer is not None:
             self.tracer.sample_rate = cfg.call_sample_rate
         return {"applied": changes, "config": cfg.as_dict()}

@@ -61,7 +61,7 @@ class Collectors:
             self.logs = LogCollector(self.builder, cfg.log_level)
             self.logs.install()
         if cfg.collect_tasks or always_tasks:
-            self.tasks = TaskCollector(self.builder)
+            self.tasks = TaskCollector(self.builder, cfg.thread_events)
             if cfg.collect_tasks:
                 self.tasks.install()
         if cfg.collect_runtime_metrics:

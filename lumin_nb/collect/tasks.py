@@ -23,6 +23,9 @@ from typing import Any, Final
 
 from lumin_nb.event import SEVERITY_ERROR, SEVERITY_INFO, EventBuilder
 
+_START: Final = ', "phase": "start"}'
+_END: Final = ', "phase": "end"}'
+
 #: Coroutines from these packages run the kernel itself; their tasks are not the user's.
 _INFRA: Final = ("ipykernel", "tornado", "zmq", "jupyter_client", "IPython", "anyio", "lumin_nb")
 
@@ -42,8 +45,15 @@ def _qualname(obj: object) -> str:
 class TaskCollector:
     """Records threads, asyncio tasks and subprocesses into an EventBuilder."""
 
-    def __init__(self, builder: EventBuilder) -> None:
+    def __init__(self, builder: EventBuilder, thread_events: str = "start_end") -> None:
+        if thread_events not in ("start_end", "end"):
+            raise ValueError(
+                f"thread_events={thread_events!r}: expected 'start_end' or 'end'.\n"
+                "Fix: TaskCollector(builder, thread_events='end')"
+            )
         self.builder = builder
+        #: "start_end": a start and an end event per thread; "end": only the end event
+        self.thread_events = thread_events
         self.failed = 0
         self._originals: dict[str, tuple[object, str, Any, Any]] = {}
         self._excepthook: Callable[[threading.ExceptHookArgs], Any] | None = None
@@ -91,6 +101,13 @@ class TaskCollector:
         except Exception:
             self.failed += 1
 
+    def _append(self, kind: str, **fields: Any) -> None:
+        """Append an event whose attrs are already JSON; never raise."""
+        try:
+            self.builder.append(kind, **fields)
+        except Exception:
+            self.failed += 1
+
     # -- threads -------------------------------------------------------------------------
     def _thread_start(self, original: Callable[..., Any]) -> Callable[..., Any]:
         def start(thread: threading.Thread, *args: Any, **kwargs: Any) -> Any:
@@ -103,31 +120,41 @@ class TaskCollector:
         collector = self
 
         def _bootstrap_inner(thread: threading.Thread) -> Any:
-            if thread.name.startswith("lumin-"):
+            name = thread.name
+            if name.startswith("lumin-"):
                 return original(thread)
             start = time.time_ns()
-            target = getattr(thread, "_target", None)
-            attrs = {
-                "thread.name": thread.name,
-                "parent_tid": getattr(thread, "_lumin_parent", None),
-                "daemon": thread.daemon,
-                "target": getattr(target, "__qualname__", None) if target else None,
-            }
             # ident is set inside original; threading.get_ident() is already ours here
             tid = threading.get_ident()
-            collector._emit("thread", "start", ts=start, tid=tid, entity=thread.name, attrs=attrs)
+            try:
+                target = getattr(thread, "_target", None)
+                # the attrs never change over the thread's life: encode them once
+                attrs = json.dumps(
+                    {
+                        "thread.name": name,
+                        "parent_tid": getattr(thread, "_lumin_parent", None),
+                        "daemon": thread.daemon,
+                        "target": getattr(target, "__qualname__", None) if target else None,
+                    },
+                    default=repr,
+                )[:-1]
+            except Exception:
+                collector.failed += 1
+                return original(thread)
+            only_end = collector.thread_events == "end"
+            if not only_end:
+                collector._append("thread", ts=start, tid=tid, entity=name, attrs=attrs + _START)
             try:
                 return original(thread)
             finally:
                 end = time.time_ns()
-                collector._emit(
+                collector._append(
                     "thread",
-                    "end",
-                    ts=end,
+                    ts=start if only_end else end,
                     duration_ns=end - start,
                     tid=tid,
-                    entity=thread.name,
-                    attrs={**attrs},
+                    entity=name,
+                    attrs=attrs + _END,
                 )
 
         return _bootstrap_inner

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
 import subprocess
 import sys
@@ -105,3 +106,37 @@ def test_subprocesses_have_start_and_end(tasks: TaskCollector) -> None:
     assert rows[0]["attrs"]["child_pid"] == rows[1]["attrs"]["child_pid"] > 0
     assert rows[1]["attrs"]["returncode"] == 3 and rows[1]["severity"] == 17
     assert "raise SystemExit(3)" in rows[0]["attrs"]["process.command_line"]
+
+
+def test_thread_events_end_records_one_event_stamped_at_the_start() -> None:
+    import time
+
+    collector = TaskCollector(EventBuilder(), thread_events="end")
+    collector.install()
+    try:
+        before = time.time_ns()
+        t = threading.Thread(target=time.sleep, args=(0.02,), name="worker-end")
+        t.start()
+        t.join()
+        after = time.time_ns()
+    finally:
+        collector.uninstall()
+    rows = [r for r in _rows(collector, "thread") if r["entity"] == "worker-end"]
+    assert len(rows) == 1
+    (row,) = rows
+    assert row["attrs"] == {
+        "thread.name": "worker-end",
+        "parent_tid": threading.get_ident(),
+        "daemon": False,
+        "target": "sleep",
+        "phase": "end",
+    }
+    assert row["tid"] == t.ident and row["duration_ns"] >= 20_000_000
+    epoch = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+    ts_us = (row["ts"] - epoch) // datetime.timedelta(microseconds=1)
+    assert before // 1000 - 1 <= ts_us <= (after - row["duration_ns"]) // 1000 + 1, "ts = start"
+
+
+def test_thread_events_mode_is_checked() -> None:
+    with pytest.raises(ValueError, match="thread_events"):
+        TaskCollector(EventBuilder(), thread_events="both")
