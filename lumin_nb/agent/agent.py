@@ -66,6 +66,7 @@ DROPPED_METRIC: Final = "lumin.agent.dropped"
 HELLO_INTERVAL_S: Final = 0.25  #: until the observatory welcomed this agent
 HELLO_IDLE_INTERVAL_S: Final = 5.0  #: once welcomed (a collect that ships also says hello)
 SNDHWM: Final = 16
+RESEND_MAX_S: Final = 60.0  #: the resend interval doubles per timed resend up to this
 
 
 @dataclass(slots=True)
@@ -105,7 +106,8 @@ class Agent:
     max_queued_batches
         Ready batches `ship` may queue before it drops and counts.
     resend_after_s
-        Resend a batch not acknowledged after this long.
+        Resend a batch not acknowledged after this long; the wait doubles after each such
+        resend (up to `RESEND_MAX_S`) and is back to `resend_after_s` at the next ack.
     """
 
     def __init__(
@@ -170,6 +172,7 @@ class Agent:
         self.sent_batches = 0
         self.resent_batches = 0
         self.acked_events = 0
+        self._resend_after = self.resend_after_s  # doubles per timed resend, reset on ack
         self.session: str | None = None
         self.last_error: str | None = None
         self.failures = 0
@@ -325,6 +328,7 @@ class Agent:
                 "queued_batches": len(self._ready),
                 "sent_batches": self.sent_batches,
                 "resent_batches": self.resent_batches,
+                "resend_after_s": self._resend_after,
                 "acked_events": self.acked_events,
                 "dropped": self._drop_totals(),
                 "session": self.session,
@@ -439,30 +443,40 @@ class Agent:
 
     def _send(self, now: float) -> None:
         with self._lock:
+            wait = self._resend_after
             todo = [
                 (first, p)
                 for first, p in self._pending.items()
-                if p.sent_at is None or now - p.sent_at > self.resend_after_s
+                if p.sent_at is None or now - p.sent_at > wait
             ]
-        for first, p in todo:
-            try:
-                self._push.send_multipart([p.header, p.payload], zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                return  # the observatory is slow or away: the backlog keeps it
-            with self._lock:
-                if p.sent_at is None:
-                    self.sent_batches += 1
-                else:
-                    self.resent_batches += 1
-                p.sent_at = now
-                if self._dealer is None:  # no acks without a control channel
-                    self._acked(first)
+        resent = False
+        try:
+            for first, p in todo:
+                try:
+                    self._push.send_multipart([p.header, p.payload], zmq.NOBLOCK, copy=False)
+                except zmq.Again:
+                    return  # the observatory is slow or away: the backlog keeps it
+                with self._lock:
+                    if p.sent_at is None:
+                        self.sent_batches += 1
+                    else:
+                        self.resent_batches += 1
+                        resent = True
+                    p.sent_at = now
+                    if self._dealer is None:  # no acks without a control channel
+                        self._acked(first)
+        finally:
+            if resent:  # nobody acks: back off (an ack resets it)
+                with self._lock:
+                    cap = max(RESEND_MAX_S, self.resend_after_s)
+                    self._resend_after = min(self._resend_after * 2, cap)
 
     def _acked(self, first: int) -> None:
         p = self._pending.pop(first, None)
         if p is not None:
             self._pending_bytes -= p.payload.size
             self.acked_events += p.rows
+            self._resend_after = self.resend_after_s
 
     def _hello(self) -> None:
         if self._dealer is None:

@@ -233,3 +233,37 @@ def test_merge_keeps_the_event_schema_and_the_order() -> None:
     assert merged.column("entity").to_pylist() == ["a", "b", "c", "a", "d"]
     assert _merge([logs]) is logs and _merge([]) is None
     decode_batch(encode_batch(with_producer(merged, "p:h:1:a", 1)))  # ships as one batch
+
+
+def test_unacknowledged_resends_back_off_and_an_ack_resets_the_wait() -> None:
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    pull = ctx.socket(zmq.PULL)  # takes every batch, never acks it
+    router = ctx.socket(zmq.ROUTER)
+    try:
+        pull.bind("tcp://127.0.0.1:*")
+        router.bind("tcp://127.0.0.1:*")
+        endpoints = [s.getsockopt(zmq.LAST_ENDPOINT) for s in (pull, router)]
+        data, control = (e.decode() for e in endpoints if isinstance(e, bytes))
+        agent = Agent(
+            data,
+            token="tok",
+            service="bench",
+            control_endpoint=control,
+            collect=False,
+            resend_after_s=0.05,
+        ).start()
+        try:
+            wait_until(lambda: agent.stats()["sent_batches"] >= 1, what="the first send")
+            time.sleep(1.0)
+            stats = agent.stats()
+            # without back-off a batch would be resent about every 50 ms (~20 times)
+            assert 1 <= stats["resent_batches"] <= 6, stats
+            assert stats["resend_after_s"] >= 0.2
+            route, _hello = router.recv_multipart()
+            router.send_multipart([route, encode_control({"op": "ack", "firsts": [1]})])
+            wait_until(lambda: agent.stats()["pending_batches"] == 0, what="the ack")
+            assert agent.stats()["resend_after_s"] == 0.05
+        finally:
+            agent.stop(timeout_s=0.1)
+    finally:
+        ctx.destroy(linger=0)
