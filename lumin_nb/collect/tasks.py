@@ -3,7 +3,8 @@
 Installs thin wrappers on `threading.Thread`, `asyncio.BaseEventLoop.create_task` and
 `subprocess.Popen` and removes them on `uninstall()` (only where nobody wrapped them after
 us). Each start event names its parent (thread ident, task name or pid); each end event
-carries the lifetime in `duration_ns` and how it ended. Lumin's own threads (named
+carries the lifetime in `duration_ns` and how it ended; with ``thread_events="end"`` (the
+prod profiles) a thread gives only its end event, stamped at its start. Lumin's own threads (named
 ``lumin-*``) and the kernel's machinery are left out. Wrappers never raise into the program.
 """
 
