@@ -29,9 +29,11 @@ if TYPE_CHECKING:
 __all__ = [
     "LuminError",
     "__version__",
+    "anomalies",
     "configure",
     "events",
     "history",
+    "log_patterns",
     "open",
     "options",
     "rejected",
@@ -172,6 +174,46 @@ def events(
         columns=columns,
         **filters,
     )
+
+
+def log_patterns(
+    events: Any = None,
+    *,
+    since: TimeLike = None,
+    until: TimeLike = None,
+    service: str | Sequence[str] | None = None,
+    entity: str | Sequence[str] | None = None,
+) -> Any:
+    """Return the log templates, most frequent first: template_id, template (``<*>`` for
+    parameters), count, first_seen, last_seen, example, params, services.
+
+    `events` is any events frame, Series or list of lines; by default the stored log events.
+
+    Examples
+    --------
+    >>> lm.log_patterns(since="-1h", service="orders")  # doctest: +SKIP
+    """
+    return _running().log_patterns(events, since=since, until=until, service=service, entity=entity)
+
+
+def anomalies(
+    events: Any = None,
+    *,
+    since: TimeLike = None,
+    until: TimeLike = None,
+    entity: str | Sequence[str] | None = None,
+    every: str | None = None,
+) -> Any:
+    """Return an online anomaly score for every point of every metric series and event rate:
+    series, ts, value, score (0..1), expected, lower, upper, is_anomaly.
+
+    Scores use only the past of each point (no look-ahead). `events` defaults to the store.
+
+    Examples
+    --------
+    >>> lm.anomalies(since="-1h").filter(pl.col("is_anomaly"))  # doctest: +SKIP
+    """
+    return _running().anomalies(events, since=since, until=until, entity=entity, every=every)
 
 
 def sql(text: str) -> Any:

@@ -570,6 +570,49 @@ class Observatory:
         )
         return to_frame(df)
 
+    def _frame(self, **filters: Any) -> Any:
+        """The events matching `filters` as a polars frame, whatever `options.frame` says."""
+        from lumin_nb.store.query import events_frame
+
+        self.sync()
+        return events_frame(self.store, **filters)
+
+    def log_patterns(
+        self,
+        events: Any = None,
+        *,
+        since: TimeLike = None,
+        until: TimeLike = None,
+        service: str | Sequence[str] | None = None,
+        entity: str | Sequence[str] | None = None,
+    ) -> Any:
+        """Return the log templates of `events` (default: the stored log events); see
+        `lm.log_patterns`."""
+        from lumin_nb.analysis import log_patterns
+
+        if events is None:
+            events = self._frame(kind="log", since=since, until=until)
+        frame = log_patterns(events, since=since, until=until, service=service, entity=entity)
+        return to_frame(frame)
+
+    def anomalies(
+        self,
+        events: Any = None,
+        *,
+        since: TimeLike = None,
+        until: TimeLike = None,
+        entity: str | Sequence[str] | None = None,
+        every: str | None = None,
+    ) -> Any:
+        """Return online anomaly scores of metric series and event rates; see `lm.anomalies`."""
+        from lumin_nb.analysis import anomalies
+
+        if events is None:
+            columns = ["ts", "kind", "entity", "value"]
+            events = self._frame(since=since, until=until, columns=columns)
+        frame = anomalies(events, since=since, until=until, entity=entity, every=every)
+        return to_frame(frame)
+
     def sql(self, text: str) -> Any:
         """Run DuckDB SQL over the view `events` (and `history`); see `lm.sql`."""
         import polars as pl

@@ -275,3 +275,19 @@ def test_unknown_profile_is_refused_before_anything_starts(tmp_path: Path) -> No
     assert not (tmp_path / "s").exists()
     with pytest.raises(NotRunningError):
         lm.status()
+
+
+def test_log_patterns_and_anomalies_read_the_store(store: Path) -> None:
+    import logging
+
+    log = logging.getLogger("orders")
+    for i in range(50):
+        log.warning("order %d paid in %d ms", i, 10 + i % 7)
+    log.error("payment gateway timeout after 3000 ms")
+    patterns = lm.log_patterns(service="kernel")
+    top = patterns.row(0, named=True)
+    assert top["template"] == "order <*> paid in <*> ms" and top["count"] == 50
+    assert patterns.height == 2
+    scores = lm.anomalies(every="1s")
+    assert {"series", "score", "is_anomaly"} <= set(scores.columns)
+    assert "rate:orders" in set(scores["series"].to_list())
