@@ -25,29 +25,15 @@ import sys
 import time
 from collections.abc import Callable
 
-import numpy as np
 import polars as pl
 from drain3 import TemplateMiner
 from drain3.template_miner_config import TemplateMinerConfig
+from loghub import SYSTEMS, grouping_accuracy, load_system
 
 from lumin_nb.analysis import mine_templates
 
 HERE = pathlib.Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-LOGHUB = HERE.parent.parent / "shared" / "data" / "loghub"
-SYSTEMS = ("Apache", "BGL", "HDFS", "Hadoop", "HealthApp", "OpenSSH", "Spark", "Zookeeper")
-
-
-def grouping_accuracy(predicted: np.ndarray | list[int], truth: list[str]) -> float:
-    df = pl.DataFrame({"p": np.asarray(predicted), "t": truth})
-    groups = df.group_by("p").agg(
-        pl.col("t").n_unique().alias("n_truths"), pl.col("t").first(), pl.len().alias("n")
-    )
-    sizes = df.group_by("t").agg(pl.len().alias("n_true"))
-    ok = groups.join(sizes, on="t").filter(
-        (pl.col("n_truths") == 1) & (pl.col("n") == pl.col("n_true"))
-    )
-    return float(ok["n"].sum()) / len(truth)
 
 
 def drain3_ids(lines: list[str]) -> list[int]:
@@ -91,7 +77,7 @@ def main(argv: list[str]) -> int:
     rows = []
     all_lines: list[str] = []
     for system in SYSTEMS:
-        frame = pl.read_csv(LOGHUB / system / f"{system}_2k.log_structured.csv", infer_schema=False)
+        frame = load_system(system)
         series = frame["Content"]
         lines = series.to_list()
         truth = frame["EventId"].to_list()
